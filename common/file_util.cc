@@ -54,8 +54,7 @@ absl::Status ErrnoToStatus(int err, absl::string_view context) {
   }
 }
 
-absl::Status WriteFileAtomically(const std::string& path,
-                                 absl::string_view contents, int mode) {
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents, int mode) {
   std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) return ErrnoToStatus(errno, absl::StrCat("open ", tmp));

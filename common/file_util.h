@@ -12,8 +12,7 @@ namespace strait {
 // Writes `contents` to `path` atomically and durably: a temporary file in the
 // same directory with `mode`, fsync, rename, fsync of the directory. A crash
 // leaves either the old or the new file, never a torn one.
-absl::Status WriteFileAtomically(const std::string& path,
-                                 absl::string_view contents, int mode);
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents, int mode);
 
 // Reads a whole file. NotFound when it does not exist.
 absl::StatusOr<std::string> ReadFile(const std::string& path);

@@ -58,8 +58,7 @@ bool LogEnabled(LogLevel level) {
 std::string LogfmtValue(absl::string_view value) {
   bool needs_quotes = value.empty();
   for (char c : value) {
-    if (c == ' ' || c == '"' || c == '=' || c == '\\' ||
-        static_cast<unsigned char>(c) < 0x20) {
+    if (c == ' ' || c == '"' || c == '=' || c == '\\' || static_cast<unsigned char>(c) < 0x20) {
       needs_quotes = true;
       break;
     }
@@ -92,12 +91,10 @@ std::string LogfmtValue(absl::string_view value) {
   return out;
 }
 
-LogLine::LogLine(LogLevel level, absl::string_view msg)
-    : enabled_(LogEnabled(level)) {
+LogLine::LogLine(LogLevel level, absl::string_view msg) : enabled_(LogEnabled(level)) {
   if (!enabled_) return;
   line_ = absl::StrCat(
-      "ts=",
-      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
+      "ts=", absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
       " level=", LevelName(level), " msg=", LogfmtValue(msg));
 }
 

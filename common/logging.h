@@ -43,9 +43,7 @@ class LogLine {
   }
   LogLine& With(absl::string_view key, int64_t value);
   LogLine& With(absl::string_view key, uint64_t value);
-  LogLine& With(absl::string_view key, int value) {
-    return With(key, static_cast<int64_t>(value));
-  }
+  LogLine& With(absl::string_view key, int value) { return With(key, static_cast<int64_t>(value)); }
   LogLine& With(absl::string_view key, bool value);
 
  private:

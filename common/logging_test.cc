@@ -5,9 +5,7 @@
 namespace strait {
 namespace {
 
-TEST(LogfmtValueTest, PlainValuesStayBare) {
-  EXPECT_EQ(LogfmtValue("node-a"), "node-a");
-}
+TEST(LogfmtValueTest, PlainValuesStayBare) { EXPECT_EQ(LogfmtValue("node-a"), "node-a"); }
 
 TEST(LogfmtValueTest, QuotesSpacesAndEscapes) {
   EXPECT_EQ(LogfmtValue("a b"), "\"a b\"");

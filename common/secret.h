@@ -35,9 +35,7 @@ class Secret {
     }
     return *this;
   }
-  Secret(Secret&& other) noexcept : value_(std::move(other.value_)) {
-    WipeString(&other.value_);
-  }
+  Secret(Secret&& other) noexcept : value_(std::move(other.value_)) { WipeString(&other.value_); }
   Secret& operator=(Secret&& other) noexcept {
     if (this != &other) {
       WipeString(&value_);

@@ -5,10 +5,10 @@
 #include "absl/status/statusor.h"
 
 // Returns from the enclosing function when `expr` yields a non-OK status.
-#define RETURN_IF_ERROR(expr)                                  \
-  do {                                                         \
-    ::absl::Status strait_status_ = (expr);                    \
-    if (!strait_status_.ok()) return strait_status_;           \
+#define RETURN_IF_ERROR(expr)                        \
+  do {                                               \
+    ::absl::Status strait_status_ = (expr);          \
+    if (!strait_status_.ok()) return strait_status_; \
   } while (0)
 
 #define STRAIT_CONCAT_INNER_(a, b) a##b

@@ -43,17 +43,14 @@ class Core {
   virtual absl::StatusOr<strait::v1::ApplyTunnelResponse> Apply(
       const strait::v1::ApplyTunnelRequest& request) = 0;
   virtual absl::StatusOr<strait::v1::Tunnel> Get(absl::string_view name) = 0;
-  virtual strait::v1::ListTunnelsResponse List(
-      const strait::v1::ListTunnelsRequest& request) = 0;
-  virtual absl::StatusOr<strait::v1::DeleteTunnelResponse> Delete(
-      absl::string_view name) = 0;
+  virtual strait::v1::ListTunnelsResponse List(const strait::v1::ListTunnelsRequest& request) = 0;
+  virtual absl::StatusOr<strait::v1::DeleteTunnelResponse> Delete(absl::string_view name) = 0;
   virtual strait::v1::ListNodesResponse ListNodes() = 0;
 
   // Watches. `initial` receives ADDED events for the current tunnels, and
   // `fn` every later change, in revision order; `fn` must not block.
   using WatchFn = std::function<void(const strait::v1::WatchTunnelsEvent&)>;
-  virtual int64_t AddWatcher(WatchFn fn,
-                             std::vector<strait::v1::WatchTunnelsEvent>* initial) = 0;
+  virtual int64_t AddWatcher(WatchFn fn, std::vector<strait::v1::WatchTunnelsEvent>* initial) = 0;
   virtual void RemoveWatcher(int64_t id) = 0;
 
   // Agent sessions. Connect registers `listener` for `node` and returns the
@@ -61,8 +58,8 @@ class Core {
   // the node's current version (resume without a re-push). The listener is
   // used until Disconnect(session_id) returns.
   virtual std::shared_ptr<const strait::v1::Snapshot> Connect(
-      absl::string_view node, absl::string_view last_applied_version,
-      absl::string_view peer, SnapshotListener* listener, int64_t* session_id) = 0;
+      absl::string_view node, absl::string_view last_applied_version, absl::string_view peer,
+      SnapshotListener* listener, int64_t* session_id) = 0;
   virtual void Disconnect(int64_t session_id) = 0;
   virtual void OnAck(int64_t session_id, const strait::v1::Ack& ack) = 0;
   virtual void OnNack(int64_t session_id, const strait::v1::Nack& nack) = 0;

@@ -11,7 +11,7 @@
 namespace strait::intent {
 
 struct IpAddress {
-  int family = 0;  // 4 or 6
+  int family = 0;                   // 4 or 6
   std::array<uint8_t, 16> bytes{};  // IPv4 uses the first 4 bytes.
 
   int bits() const { return family == 4 ? 32 : 128; }

@@ -21,7 +21,7 @@ std::vector<std::string> TunnelNodes(const strait::v1::TunnelSpec& spec);
 // `node`), its `remote` is the spec's local end with `node` naming the
 // other node, so the selectors mirror.
 std::optional<strait::v1::NodeTunnel> NodeHalf(const strait::v1::Tunnel& tunnel,
-                                                absl::string_view node);
+                                               absl::string_view node);
 
 }  // namespace strait::intent
 

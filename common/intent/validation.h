@@ -40,9 +40,8 @@ std::vector<FieldViolation> ValidateTunnel(const strait::v1::Tunnel& tunnel,
 // not overlap (local overlaps local AND remote overlaps remote), because
 // the kernel could not tell the policies apart. Tunnels with the same name
 // as the candidate are skipped (they are being replaced).
-std::vector<FieldViolation> CheckOverlaps(
-    const strait::v1::Tunnel& candidate,
-    const std::vector<const strait::v1::Tunnel*>& others);
+std::vector<FieldViolation> CheckOverlaps(const strait::v1::Tunnel& candidate,
+                                          const std::vector<const strait::v1::Tunnel*>& others);
 
 // OK when empty; otherwise INVALID_ARGUMENT with "field: reason" entries
 // joined by "; ".
