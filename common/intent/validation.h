@@ -27,11 +27,14 @@ struct FieldViolation {
 // empty. Proposals have no default: they must be given.
 void ApplyDefaults(strait::v1::Tunnel* tunnel);
 
-// Checks one tunnel on its own (after ApplyDefaults): names (DNS labels),
-// addresses, CIDRs, identities, proposals (syntax and weak algorithms),
-// all-addresses selectors on both sides, lifetimes against the policy,
-// rekey margin below the child lifetime, DPD enabled and sane, the PSK
-// present and at least 16 characters, node-to-node ends consistent.
+// Checks one tunnel on its own (after ApplyDefaults): kind, names (DNS
+// labels), addresses (parse, same family, not equal), CIDRs, identities,
+// proposals (syntax and weak algorithms), all-addresses selectors on both
+// sides, lifetimes against the policy, rekey margin below the child
+// lifetime, DPD enabled and sane, the PSK present and at least 16
+// characters, node-to-node ends consistent (no local.node, remote.node !=
+// node, remote address given). Fields are YAML paths; reasons never quote
+// the PSK. Absent durations are reported as required (ApplyDefaults first).
 std::vector<FieldViolation> ValidateTunnel(const strait::v1::Tunnel& tunnel,
                                            const ValidationPolicy& policy);
 

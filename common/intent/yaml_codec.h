@@ -16,11 +16,32 @@ namespace strait::intent {
 // "1h30m"); dpd.action is clear|hold|restart; startAction is add|start.
 // Unknown fields, wrong types and bad durations are InvalidArgument naming
 // the document number and field path ("document 2: spec.ike.lifetime:
-// invalid duration \"8x\""). Empty documents are skipped.
+// invalid duration \"8x\""); document numbers count every "---" section,
+// empty ones included. Empty documents are skipped. A kind other than
+// "Tunnel" is an error; a missing kind is left empty (ApplyDefaults sets it).
+// A null value (`lifetime:`) leaves the field unset; an explicit "0s" stays
+// present. Negative durations are errors.
+//
+// Output-only fields are accepted and ignored, so that `get -o yaml` output
+// can be applied again once the key is written back in: `status`, and
+// metadata.generation, revision, createTime and updateTime.
+//
+// spec.auth.psk is the key as a plain string. The redacted mapping that
+// TunnelToYaml prints in its place is an error ("spec.auth.psk: is a
+// redacted key ..."): a key read back is never applied as if it were the
+// key. Error messages never quote the key.
 absl::StatusOr<std::vector<strait::v1::Tunnel>> ParseTunnelsYaml(absl::string_view text);
 
 // Renders a tunnel in the same YAML shape (including output-only metadata
-// and status when set). A PSK value is never rendered, only its fingerprint.
+// and status when set; unset fields are left out; labels sorted). A PSK
+// value is never rendered; in its place:
+//
+//   auth:
+//     psk: {redacted: true, fingerprint: sha256:3f9a1c2b7d4e}
+//
+// (`{redacted: true}` when there is no fingerprint), a mapping that
+// ParseTunnelsYaml refuses, unlike any string a user could mean as a key.
+// Timestamps are RFC 3339 in UTC; phases are PENDING, UP, ...
 std::string TunnelToYaml(const strait::v1::Tunnel& tunnel);
 
 // Renders a duration the way ParseTunnelsYaml reads it ("8h", "9m", "1h30m").
