@@ -1,0 +1,58 @@
+#ifndef STRAIT_AGENT_APPLIER_IMPL_H_
+#define STRAIT_AGENT_APPLIER_IMPL_H_
+
+#include <functional>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "agent/applier.h"
+#include "agent/metrics.h"
+#include "agent/snapshot_secrets.h"
+#include "common/clock.h"
+#include "proto/strait/v1/agent.pb.h"
+
+namespace strait::agent {
+
+// Reason and message of every tunnel end until the IKEv2 engine is enabled.
+inline constexpr char kAwaitingIkeReason[] = "AWAITING_IKE";
+inline constexpr char kAwaitingIkeMessage[] = "IKEv2 engine not yet enabled";
+
+// The structural checks of Applier::Apply for the agent of `node`: a
+// version; every tunnel's spec.node is `node`; names unique; each tunnel
+// valid on its own after defaults (ValidateTunnel, but with no lifetime
+// limit: the controller enforces its lifetime policy, the agent only
+// structure); no two tunnels with overlapping traffic selectors. Returns
+// OK or INVALID_ARGUMENT listing the problems.
+absl::Status ValidateSnapshot(const strait::v1::Snapshot& snapshot, absl::string_view node);
+
+class ApplierImpl : public Applier {
+ public:
+  // `node` is this agent's node name; `clock` stamps the status reports;
+  // `metrics` (strait_agent_tunnels, applied version) may be null. Both
+  // must outlive the applier.
+  ApplierImpl(std::string node, Clock& clock, AgentMetrics* metrics);
+
+  // Applier
+  absl::Status Apply(const strait::v1::Snapshot& snapshot) override;
+  std::string AppliedVersion() override;
+  strait::v1::StatusReport BuildStatusReport() override;
+  void SetStatusListener(std::function<void()> listener) override;
+
+ private:
+  void LogChanges(const strait::v1::Snapshot* before, const strait::v1::Snapshot& after);
+
+  const std::string node_;
+  Clock& clock_;
+  AgentMetrics* const metrics_;
+  std::function<void()> listener_;
+
+  absl::Mutex mu_;
+  SnapshotPtr applied_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace strait::agent
+
+#endif  // STRAIT_AGENT_APPLIER_IMPL_H_

@@ -1,0 +1,334 @@
+// strait-agent: the Strait node agent. Flags, signals and the metrics
+// endpoint live here; the controller session in session_impl.cc, the
+// applied intent in applier_impl.cc.
+
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <exception>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/internal/parse.h"
+#include "absl/flags/internal/usage.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "agent/applier_impl.h"
+#include "agent/intent_file.h"
+#include "agent/metrics.h"
+#include "agent/session_impl.h"
+#include "agent/state_store_impl.h"
+#include "common/clock.h"
+#include "common/intent/validation.h"
+#include "common/logging.h"
+#include "grpcpp/grpcpp.h"
+#include "prometheus/exposer.h"
+#include "prometheus/registry.h"
+
+ABSL_FLAG(std::string, node_name, "",
+          "Required. The name of this node (a DNS label, for example node-a): the agent asks "
+          "the controller for this node's share of the intent and owns the tunnel ends whose "
+          "spec.node (or remote.node) it is. In Kubernetes, the pod's spec.nodeName.");
+ABSL_FLAG(std::string, controller, "127.0.0.1:7443",
+          "Controller address: HOST:PORT, or unix:///ABSOLUTE/PATH for its Unix socket (agents "
+          "in other network namespaces use the socket).");
+ABSL_FLAG(bool, insecure, false,
+          "Talk plaintext gRPC to the controller. Required for now, since TLS is not supported "
+          "yet; not needed with --intent-file.");
+ABSL_FLAG(std::string, state_dir, "/var/lib/strait/agent",
+          "Directory where the last applied snapshot is kept (snapshot.pb, mode 0600: it holds "
+          "pre-shared keys), so that after a restart the agent runs it even while the "
+          "controller is away. Created with mode 0700 when missing. Unused with --intent-file.");
+ABSL_FLAG(std::string, intent_file, "",
+          "Standalone mode: read the tunnels from this YAML file (the format straitctl applies, "
+          "several documents allowed) instead of a controller, and run those with an end on "
+          "--node-name. Invalid intent stops the agent at start; SIGHUP reloads the file and "
+          "keeps the running intent when the new one is invalid.");
+ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9444",
+          "HOST:PORT of the Prometheus endpoint (/metrics). Empty disables it.");
+ABSL_FLAG(absl::Duration, status_interval, absl::Seconds(30),
+          "Longest time between two tunnel status reports to the controller (reports also go "
+          "out after connecting, after each snapshot, and when a tunnel's state changes).");
+ABSL_FLAG(std::string, log_level, "info", "Least severe log level: debug, info, warning, error.");
+
+namespace {
+
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+constexpr char kAgentVersion[] = "strait-agent (Strait) strait.v1";
+
+constexpr char kUsage[] = R"(the Strait node agent.
+
+Usage: strait-agent --node-name NAME --insecure [--controller ADDR] [flags]
+       strait-agent --node-name NAME --intent-file FILE [flags]
+
+Connects to the controller as --node-name, applies each snapshot of the
+node's intent it pushes, ACKs or NACKs it, persists it under --state-dir, and
+reports tunnel status. With --intent-file it runs standalone from a YAML file
+instead (SIGHUP reloads it). Metrics on --metrics-listen. SIGTERM or SIGINT
+stops it cleanly.
+
+Flags may be written with dashes or underscores (--node-name, --node_name).)";
+
+int UsageError(absl::string_view message) {
+  std::cerr << "strait-agent: " << message << "\n(see strait-agent --help)\n";
+  return kExitUsage;
+}
+
+// "--node-name=x" -> "--node_name=x": absl names flags with underscores.
+std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  for (size_t i = 1; i < args.size(); ++i) {
+    std::string& arg = args[i];
+    if (arg == "--") break;
+    if (arg.size() < 2 || arg[0] != '-') continue;
+    size_t start = arg.find_first_not_of('-');
+    size_t end = arg.find('=');
+    if (start == std::string::npos) continue;
+    if (end == std::string::npos) end = arg.size();
+    for (size_t j = start; j < end; ++j) {
+      if (arg[j] == '-') arg[j] = '_';
+    }
+  }
+  return args;
+}
+
+// Blocked in every thread (threads inherit the mask, so this runs before
+// any is started) and taken with sigwait by the main thread, which does
+// nothing else once the agent runs: no work happens in a signal handler.
+sigset_t HandledSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  return set;
+}
+
+// Waits for SIGTERM or SIGINT; SIGHUP calls `on_hangup`. Returns the signal.
+template <typename F>
+int WaitForStop(const sigset_t& signals, F on_hangup) {
+  while (true) {
+    int signal_number = 0;
+    if (sigwait(&signals, &signal_number) != 0) continue;
+    if (signal_number == SIGHUP) {
+      on_hangup();
+      continue;
+    }
+    return signal_number;
+  }
+}
+
+// A second stop signal while stopping means: stop now.
+void ExitOnSecondSignal(const sigset_t& signals) {
+  std::thread([signals] {
+    int again = 0;
+    while (sigwait(&signals, &again) == 0 && again == SIGHUP) {
+    }
+    LOG_ERROR("second signal during shutdown, exiting at once").With("signal", strsignal(again));
+    _exit(kExitFailure);
+  }).detach();
+}
+
+// Ends the process once the agent has stopped: the session is closed and
+// the snapshot was persisted before its ACK, so nothing is left to save.
+// The metrics server (civetweb) would take up to 2 s more to stop (it polls
+// in 2 s quanta), which a SIGTERM budget cannot spare. Log lines are
+// written unbuffered, so nothing is lost.
+[[noreturn]] void ExitNow() { _exit(0); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  absl::FlagsUsageConfig usage_config;
+  auto ours = [](absl::string_view file) {
+    return absl::StrContains(file, "agent/") || absl::StrContains(file, "common/");
+  };
+  usage_config.contains_help_flags = ours;
+  usage_config.contains_helpshort_flags = ours;
+  usage_config.version_string = [] { return absl::StrCat(kAgentVersion, "\n"); };
+  absl::SetFlagsUsageConfig(usage_config);
+
+  std::vector<std::string> args = NormalizeFlagNames(argc, argv);
+  std::vector<char*> c_args;
+  c_args.reserve(args.size() + 1);
+  for (std::string& arg : args) c_args.push_back(arg.data());
+  c_args.push_back(nullptr);
+  // The internal entry point (absl 20220623 has no public one) so that
+  // --help exits 0 rather than 1. Newer Abseil: absl::ParseAbseilFlagsOnly
+  // and absl::HandleUsageFlags.
+  std::vector<char*> positional = absl::flags_internal::ParseCommandLineImpl(
+      static_cast<int>(c_args.size() - 1), c_args.data(),
+      absl::flags_internal::ArgvListAction::kRemoveParsedArgs,
+      absl::flags_internal::UsageFlagsAction::kIgnoreUsage,
+      absl::flags_internal::OnUndefinedFlag::kAbortIfUndefined);
+  if (absl::flags_internal::HandleUsageFlags(std::cout, absl::ProgramUsageMessage()) != -1) {
+    return 0;
+  }
+  if (positional.size() > 1) {
+    return UsageError(absl::StrCat("unexpected argument \"", positional[1], "\""));
+  }
+
+  strait::LogLevel level;
+  if (!strait::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    return UsageError(absl::StrCat("--log-level: unknown level \"", absl::GetFlag(FLAGS_log_level),
+                                   "\" (debug, info, warning, error)"));
+  }
+  strait::SetLogLevel(level);
+
+  const std::string node = absl::GetFlag(FLAGS_node_name);
+  if (node.empty()) {
+    return UsageError("--node-name is required: the name of this node, for example node-a");
+  }
+  if (!strait::intent::IsDnsLabel(node)) {
+    return UsageError(absl::StrCat("--node-name: \"", node,
+                                   "\" is not a DNS label (1 to 63 lowercase letters, digits and "
+                                   "'-', starting and ending with a letter or digit)"));
+  }
+  const absl::Duration status_interval = absl::GetFlag(FLAGS_status_interval);
+  if (status_interval <= absl::ZeroDuration()) {
+    return UsageError("--status-interval must be positive");
+  }
+  const std::string intent_file = absl::GetFlag(FLAGS_intent_file);
+  const bool standalone = !intent_file.empty();
+  const std::string controller = absl::GetFlag(FLAGS_controller);
+  const std::string state_dir = absl::GetFlag(FLAGS_state_dir);
+  if (!standalone) {
+    if (controller.empty()) return UsageError("--controller is empty");
+    if (state_dir.empty()) return UsageError("--state-dir is empty");
+    if (!absl::GetFlag(FLAGS_insecure)) {
+      return UsageError(absl::StrCat(
+          "TLS is not supported yet: pass --insecure to talk plaintext gRPC to the controller at ",
+          controller, " (or run standalone with --intent-file)"));
+    }
+  }
+
+  const sigset_t signals = HandledSignals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A write to a closed socket is an error return, not a reason to die.
+  signal(SIGPIPE, SIG_IGN);
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  strait::agent::AgentMetrics metrics(*registry);
+  metrics.SetSessionState(standalone ? strait::agent::SessionState::kStandalone
+                                     : strait::agent::SessionState::kDisconnected);
+  strait::agent::ApplierImpl applier(node, strait::RealClock::Get(), &metrics);
+
+  std::unique_ptr<prometheus::Exposer> exposer;
+  const std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  if (!metrics_listen.empty()) {
+    // prometheus-cpp reports a failed bind with an exception.
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(metrics_listen, /*num_threads=*/2);
+    } catch (const std::exception& e) {
+      LOG_ERROR("cannot serve metrics")
+          .With("node", node)
+          .With("metrics", metrics_listen)
+          .With("error", e.what());
+      return kExitFailure;
+    }
+    exposer->RegisterCollectable(registry);
+  }
+
+  if (standalone) {
+    absl::Status loaded = strait::agent::ApplyIntentFile(intent_file, node, applier, &metrics);
+    if (!loaded.ok()) {
+      LOG_ERROR("invalid intent file; not starting")
+          .With("node", node)
+          .With("intent_file", intent_file)
+          .With("error", loaded.message());
+      return kExitFailure;
+    }
+    LOG_INFO("agent running standalone")
+        .With("node", node)
+        .With("intent_file", intent_file)
+        .With("version", applier.AppliedVersion())
+        .With("metrics", metrics_listen.empty() ? std::string("off") : metrics_listen);
+    int stop = WaitForStop(signals, [&] {
+      LOG_INFO("reloading the intent file").With("node", node).With("intent_file", intent_file);
+      absl::Status reloaded = strait::agent::ApplyIntentFile(intent_file, node, applier, &metrics);
+      if (!reloaded.ok()) {
+        LOG_ERROR("intent file not reloaded; the running intent stays")
+            .With("node", node)
+            .With("version", applier.AppliedVersion())
+            .With("error", reloaded.message());
+      }
+    });
+    LOG_INFO("agent stopping").With("node", node).With("signal", strsignal(stop));
+    ExitOnSecondSignal(signals);
+    LOG_INFO("agent stopped").With("node", node);
+    ExitNow();
+  }
+
+  absl::StatusOr<std::unique_ptr<strait::agent::FileStateStore>> store =
+      strait::agent::FileStateStore::Create(state_dir);
+  if (!store.ok()) {
+    LOG_ERROR("cannot use the state directory")
+        .With("node", node)
+        .With("dir", state_dir)
+        .With("error", store.status().ToString());
+    return kExitFailure;
+  }
+  // A snapshot that cannot be read or no longer validates is dropped: the
+  // controller pushes the current one on connect.
+  absl::StatusOr<strait::agent::SnapshotPtr> persisted = (*store)->Load();
+  if (!persisted.ok()) {
+    LOG_ERROR("persisted snapshot unreadable; starting without intent")
+        .With("node", node)
+        .With("file", (*store)->path())
+        .With("error", persisted.status().ToString());
+  } else if (*persisted != nullptr) {
+    absl::Status restored = applier.Apply(**persisted);
+    if (restored.ok()) {
+      LOG_INFO("resumed persisted snapshot")
+          .With("node", node)
+          .With("version", (*persisted)->version())
+          .With("tunnels", (*persisted)->tunnels_size());
+    } else {
+      LOG_ERROR("persisted snapshot not valid for this node; starting without intent")
+          .With("node", node)
+          .With("file", (*store)->path())
+          .With("version", (*persisted)->version())
+          .With("error", restored.message());
+    }
+  }
+  if (persisted.ok()) persisted->reset();  // wipes the copy
+
+  strait::agent::SessionOptions options;
+  options.node_name = node;
+  options.agent_version = kAgentVersion;
+  options.controller = controller;
+  options.status_interval = status_interval;
+  auto channel_factory = [controller] {
+    return strait::agent::CreateControllerChannel(controller, grpc::InsecureChannelCredentials());
+  };
+  auto session = std::make_unique<strait::agent::SessionImpl>(channel_factory, options, applier,
+                                                              **store, &metrics);
+  session->Start();
+  LOG_INFO("agent running")
+      .With("node", node)
+      .With("controller", controller)
+      .With("insecure", true)
+      .With("state_dir", state_dir)
+      .With("metrics", metrics_listen.empty() ? std::string("off") : metrics_listen);
+
+  int stop = WaitForStop(signals, [&] {
+    LOG_INFO("SIGHUP ignored: nothing to reload without --intent-file").With("node", node);
+  });
+  LOG_INFO("agent stopping").With("node", node).With("signal", strsignal(stop));
+  ExitOnSecondSignal(signals);
+  session->Shutdown();
+  session.reset();
+  LOG_INFO("agent stopped").With("node", node);
+  ExitNow();
+}

@@ -1,0 +1,76 @@
+#ifndef STRAIT_AGENT_METRICS_H_
+#define STRAIT_AGENT_METRICS_H_
+
+// The agent's Prometheus metrics (strait_agent_*). One instance per process,
+// registered on the registry that the --metrics-listen exposer serves.
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+#include "proto/strait/v1/tunnel.pb.h"
+
+namespace strait::agent {
+
+enum class SessionState { kConnecting, kConnected, kDisconnected, kStandalone };
+
+// The `state` label of strait_agent_session_state: "connected", ...
+absl::string_view SessionStateName(SessionState state);
+
+// The `phase` label of strait_agent_tunnels: "pending", "up", ...
+absl::string_view TunnelPhaseName(strait::v1::TunnelPhase phase);
+
+// The revision in a "<revision>.<store id>" version; 0 when it does not start
+// with a number (standalone "file:..." versions, none yet).
+int64_t VersionRevision(absl::string_view version);
+
+class AgentMetrics {
+ public:
+  // Registers every family on `registry`, which must outlive this object.
+  explicit AgentMetrics(prometheus::Registry& registry);
+  AgentMetrics(const AgentMetrics&) = delete;
+  AgentMetrics& operator=(const AgentMetrics&) = delete;
+
+  // strait_agent_session_state{state}: 1 for `state`, 0 for the others.
+  void SetSessionState(SessionState state);
+  // strait_agent_applied_revision and strait_agent_applied_version_info.
+  void SetAppliedVersion(const std::string& version);
+  // strait_agent_tunnels{phase}: every phase is set, absent ones to 0.
+  void SetTunnelPhases(const absl::flat_hash_map<strait::v1::TunnelPhase, int64_t>& counts);
+
+  void SnapshotApplied() { snapshots_applied_.Increment(); }
+  void SnapshotRejected() { snapshots_rejected_.Increment(); }
+  void Reconnect() { reconnects_.Increment(); }
+  void StateWriteFailed() { state_write_errors_.Increment(); }
+
+ private:
+  static constexpr int kStates = 4;
+  static constexpr std::array<strait::v1::TunnelPhase, 5> kPhases = {
+      strait::v1::TUNNEL_PHASE_PENDING, strait::v1::TUNNEL_PHASE_CONNECTING,
+      strait::v1::TUNNEL_PHASE_UP, strait::v1::TUNNEL_PHASE_DOWN, strait::v1::TUNNEL_PHASE_ERROR};
+
+  std::array<prometheus::Gauge*, kStates> session_state_{};
+  prometheus::Gauge& applied_revision_;
+  prometheus::Family<prometheus::Gauge>& version_info_;
+  prometheus::Counter& snapshots_applied_;
+  prometheus::Counter& snapshots_rejected_;
+  prometheus::Counter& reconnects_;
+  prometheus::Counter& state_write_errors_;
+  std::array<prometheus::Gauge*, kPhases.size()> tunnels_{};
+
+  absl::Mutex mu_;
+  prometheus::Gauge* version_info_sample_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::string version_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace strait::agent
+
+#endif  // STRAIT_AGENT_METRICS_H_
