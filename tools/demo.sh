@@ -12,12 +12,13 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 RUN=${STRAIT_DEMO_RUN:-/run/strait-demo}
 DATA=${STRAIT_DEMO_DATA:-/var/lib/strait-demo}
-BRIDGE=strait-br0
+PREFIX=${STRAIT_DEMO_PREFIX:-strait}
+BRIDGE=$PREFIX-br0
 NODES=(node-a node-b)
 declare -A ADDR=([node-a]=198.51.100.11 [node-b]=198.51.100.12)
 declare -A INNER=([node-a]=10.1.0.1/24 [node-b]=10.2.0.1/24)
-API=127.0.0.1:7443
-METRICS=127.0.0.1:9443
+API=${STRAIT_DEMO_API:-127.0.0.1:7443}
+METRICS=${STRAIT_DEMO_METRICS:-127.0.0.1:9443}
 
 if [[ $(id -u) -ne 0 ]]; then
   echo "demo: needs root for network namespaces (sudo tools/demo.sh)" >&2
@@ -36,7 +37,7 @@ stop() {
     while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$RUN/pids"
     rm -f "$RUN/pids"
   fi
-  for n in "${NODES[@]}"; do ip netns del "strait-$n" 2>/dev/null || true; done
+  for n in "${NODES[@]}"; do ip netns del "$PREFIX-$n" 2>/dev/null || true; done
   ip link del "$BRIDGE" 2>/dev/null || true
 }
 
@@ -46,14 +47,18 @@ if [[ ${1:-} == stop ]]; then
   exit 0
 fi
 
-tools/setup.sh
-bazel build -c opt //controller:strait-controller //agent:strait-agent //cli:straitctl
+# STRAIT_DEMO_BIN_DIR: use these binaries instead of building (tests do).
+if [[ -z ${STRAIT_DEMO_BIN_DIR:-} ]]; then
+  tools/setup.sh
+  bazel build -c opt //controller:strait-controller //agent:strait-agent //cli:straitctl
+fi
+SRC=${STRAIT_DEMO_BIN_DIR:-bazel-bin}
 BIN=$RUN/bin
 stop
 mkdir -p "$RUN/logs" "$BIN" "$DATA"
 # Copies, so that a later `bazel build` cannot swap binaries under the demo.
-install -m 0755 bazel-bin/controller/strait-controller bazel-bin/agent/strait-agent \
-  bazel-bin/cli/straitctl "$BIN/"
+install -m 0755 "$SRC/controller/strait-controller" "$SRC/agent/strait-agent" \
+  "$SRC/cli/straitctl" "$BIN/"
 
 trap 'echo; echo "demo: stopping"; stop; echo "demo: stopped"' EXIT
 trap 'exit 0' INT TERM
@@ -63,17 +68,16 @@ ip link add "$BRIDGE" type bridge
 ip addr add 198.51.100.1/24 dev "$BRIDGE"
 ip link set "$BRIDGE" up
 for n in "${NODES[@]}"; do
-  ns=strait-$n
+  ns=$PREFIX-$n
   ip netns add "$ns"
-  ip link add "veth-$n" type veth peer name eth0 netns "$ns"
-  ip link set "veth-$n" master "$BRIDGE" up
+  ip link add "$PREFIX-$n" type veth peer name eth0 netns "$ns"
+  ip link set "$PREFIX-$n" master "$BRIDGE" up
   ip -n "$ns" addr add "${ADDR[$n]}/24" dev eth0
   ip -n "$ns" link set eth0 up
   ip -n "$ns" link set lo up
-  # The networks behind the node, which its tunnels carry.
-  ip -n "$ns" link add inner0 type dummy
-  ip -n "$ns" addr add "${INNER[$n]}" dev inner0
-  ip -n "$ns" link set inner0 up
+  # The network behind the node, which its tunnels carry. (On the loopback
+  # device: some kernels, this sandbox's among them, lack the dummy driver.)
+  ip -n "$ns" addr add "${INNER[$n]}" dev lo
 done
 
 "$BIN/strait-controller" --insecure --data-dir "$DATA/controller" \
@@ -87,7 +91,7 @@ for _ in $(seq 100); do [[ -S $RUN/controller.sock ]] && break; sleep 0.1; done
 for n in "${NODES[@]}"; do
   # Agents reach the controller over its Unix socket, which crosses network
   # namespaces; their metrics listen on the underlay address.
-  ip netns exec "strait-$n" "$BIN/strait-agent" --insecure --node-name "$n" \
+  ip netns exec "$PREFIX-$n" "$BIN/strait-agent" --insecure --node-name "$n" \
     --controller "unix://$RUN/controller.sock" --state-dir "$DATA/$n" \
     --metrics-listen "${ADDR[$n]}:9444" >"$RUN/logs/$n.log" 2>&1 &
   echo $! >>"$RUN/pids"

@@ -92,6 +92,8 @@ for line in sys.stdin:
         total += float(value)
 print(int(total) if total == int(total) else total)' "$2" "${3:-}"
 }
+# metric_is WANT URL-KIND... : for wait_for, re-reads the metric each try.
+agent_metric_is() { [[ $(agent_metric "${@:2}") == "$1" ]]; }
 controller_metric() { metric "http://127.0.0.1:$CTRL_METRICS_PORT/metrics" "$@"; }
 agent_metric() { metric "http://127.0.0.1:${AGENT_METRICS_PORT[$1]}/metrics" "${@:2}"; }
 
