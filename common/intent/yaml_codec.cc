@@ -171,14 +171,25 @@ absl::Status DecodeEndpoint(const YAML::Node& node, const std::string& path,
 }
 
 // The key is a plain string. The mapping TunnelToYaml renders in its place
-// ({redacted: true, fingerprint: ...}) is refused, so that a redacted key is
-// never applied as if it were the key. The value itself is never echoed.
+// ({redacted: true, fingerprint: ...}) carries only the fingerprint: the
+// controller then keeps the key it stores for that tunnel, and only when the
+// fingerprint matches it, so `get -o yaml | apply -f -` works and a redacted
+// key is never applied as if it were the key. The value is never echoed.
 absl::Status DecodePsk(const YAML::Node& node, const std::string& path,
                        strait::v1::PreSharedKey* psk) {
   if (node.IsMap()) {
-    return FieldError(path,
-                      "is a redacted key (as `get -o yaml` prints it), not a key; write the key "
-                      "itself as a string: psk: \"<at least 16 characters>\"");
+    return ForEachField(node, path,
+                        [psk](const std::string& key, const YAML::Node& value,
+                              const std::string& field) -> absl::Status {
+                          if (key == "fingerprint") {
+                            ASSIGN_OR_RETURN(*psk->mutable_fingerprint(), String(value, field));
+                          } else if (key != "redacted") {
+                            return FieldError(field,
+                                              "unknown field; a key is written as a string: "
+                                              "psk: \"<at least 16 characters>\"");
+                          }
+                          return absl::OkStatus();
+                        });
   }
   if (!node.IsNull() && !node.IsScalar()) {
     return FieldError(path, absl::StrCat("expected the key as a string, got ", KindName(node)));

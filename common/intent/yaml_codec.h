@@ -23,13 +23,15 @@ namespace strait::intent {
 // present. Negative durations are errors.
 //
 // Output-only fields are accepted and ignored, so that `get -o yaml` output
-// can be applied again once the key is written back in: `status`, and
-// metadata.generation, revision, createTime and updateTime.
+// can be applied again: `status`, and metadata.generation, revision,
+// createTime and updateTime.
 //
 // spec.auth.psk is the key as a plain string. The redacted mapping that
-// TunnelToYaml prints in its place is an error ("spec.auth.psk: is a
-// redacted key ..."): a key read back is never applied as if it were the
-// key. Error messages never quote the key.
+// TunnelToYaml prints in its place sets only psk.fingerprint: the
+// controller then keeps the key it stores for that tunnel if (and only if)
+// the fingerprint matches it, and validation alone refuses it for lack of a
+// key. A key read back is never applied as if it were the key. Error
+// messages never quote the key.
 absl::StatusOr<std::vector<strait::v1::Tunnel>> ParseTunnelsYaml(absl::string_view text);
 
 // Renders a tunnel in the same YAML shape (including output-only metadata
@@ -39,8 +41,8 @@ absl::StatusOr<std::vector<strait::v1::Tunnel>> ParseTunnelsYaml(absl::string_vi
 //   auth:
 //     psk: {redacted: true, fingerprint: sha256:3f9a1c2b7d4e}
 //
-// (`{redacted: true}` when there is no fingerprint), a mapping that
-// ParseTunnelsYaml refuses, unlike any string a user could mean as a key.
+// (`{redacted: true}` when there is no fingerprint): a mapping, unlike any
+// string a user could mean as a key.
 // Timestamps are RFC 3339 in UTC; phases are PENDING, UP, ...
 std::string TunnelToYaml(const strait::v1::Tunnel& tunnel);
 

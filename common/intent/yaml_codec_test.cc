@@ -15,6 +15,7 @@ namespace {
 
 using ::google::protobuf::util::MessageDifferencer;
 using ::strait::v1::Tunnel;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
@@ -286,12 +287,18 @@ TEST(ParseTunnelsYamlTest, IgnoresOutputOnlyFields) {
   EXPECT_TRUE(MessageDifferencer::Equals(t, expected)) << Diff(t, expected);
 }
 
-TEST(ParseTunnelsYamlTest, RejectsRedactedPskClearly) {
-  std::string error =
-      ParseError(Sample("psk: \"correct horse battery staple 42\"",
-                        "psk: {redacted: true, fingerprint: \"sha256:0123456789abcdef\"}"));
-  EXPECT_THAT(error, HasSubstr("document 1: spec.auth.psk: is a redacted key"));
-  EXPECT_THAT(error, HasSubstr("write the key itself"));
+TEST(ParseTunnelsYamlTest, RedactedPskCarriesOnlyTheFingerprint) {
+  Tunnel t = ParseOne(Sample("psk: \"correct horse battery staple 42\"",
+                             "psk: {redacted: true, fingerprint: \"sha256:0123456789abcdef\"}"));
+  EXPECT_EQ(t.spec().auth().psk().value(), "");
+  EXPECT_EQ(t.spec().auth().psk().fingerprint(), "sha256:0123456789abcdef");
+  // Without the controller's stored key there is nothing to run on.
+  ApplyDefaults(&t);
+  EXPECT_THAT(ViolationsToStatus(ValidateTunnel(t, ValidationPolicy())).message(),
+              HasSubstr("spec.auth.psk: is required"));
+  EXPECT_THAT(ParseError(Sample("psk: \"correct horse battery staple 42\"",
+                                "psk: {value: \"correct horse battery staple 42\"}")),
+              AllOf(HasSubstr("spec.auth.psk.value: unknown field"), Not(HasSubstr("horse"))));
 }
 
 TEST(ParseTunnelsYamlTest, ErrorsNeverQuoteThePsk) {
@@ -391,8 +398,10 @@ TEST(TunnelToYamlTest, RoundTripsExceptThePsk) {
   original.mutable_metadata()->mutable_labels()->insert({"flag", "true"});
   std::string yaml = TunnelToYaml(original);
 
-  // Fed back as is, the redacted key is refused...
-  EXPECT_THAT(ParseError(yaml), HasSubstr("spec.auth.psk: is a redacted key"));
+  // Fed back as is, only the fingerprint comes back (the controller keeps
+  // its stored key when it matches)...
+  EXPECT_EQ(ParseOne(yaml).spec().auth().psk().fingerprint(), "sha256:3f9a1c2b7d4e");
+  EXPECT_EQ(ParseOne(yaml).spec().auth().psk().value(), "");
 
   // ...and with a key written in, everything but output-only data survives.
   std::string edited = absl::StrReplaceAll(

@@ -62,6 +62,11 @@ for fmt in json yaml table; do
 done
 if ctl describe tunnel a-to-gw | grep -q "e2e secret"; then fail "PSK in describe"; fi
 
+# What `get -o yaml` prints applies again unchanged: the redacted key names
+# the stored one by its fingerprint.
+ctl get tunnel a-to-gw -o yaml | ctl apply -f - | grep -q "tunnel/a-to-gw unchanged" ||
+  fail "get -o yaml | apply -f - did not round-trip"
+
 # Delete reaches the agent.
 ctl delete tunnel b-to-gw >/dev/null || fail "delete failed"
 wait_for "node-b in sync after delete" nodes_in_sync 2
