@@ -10,18 +10,14 @@
 
 #include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
-#include "absl/flags/internal/parse.h"
-#include "absl/flags/internal/usage.h"
 #include "absl/flags/reflection.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "cli/commands.h"
 #include "cli/output.h"
+#include "common/flags.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/strait/v1/admin.grpc.pb.h"
 
@@ -116,14 +112,6 @@ absl::Status CheckFlagValues(const std::vector<std::string>& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(kUsage);
-  absl::FlagsUsageConfig usage_config;
-  auto ours = [](absl::string_view file) { return absl::StrContains(file, "cli/"); };
-  usage_config.contains_help_flags = ours;
-  usage_config.contains_helpshort_flags = ours;
-  usage_config.version_string = [] { return std::string("straitctl (Strait) strait.v1\n"); };
-  absl::SetFlagsUsageConfig(usage_config);
-
   strait::cli::FlagSyntax syntax;
   syntax.value_flags = {"controller", "output", "timeout", "filename"};
   syntax.bool_flags = {"insecure", "dry_run"};
@@ -133,22 +121,11 @@ int main(int argc, char** argv) {
   if (!args.ok()) return UsageError(args.status().message());
   if (absl::Status s = CheckFlagValues(*args); !s.ok()) return UsageError(s.message());
 
-  std::vector<char*> c_args;
-  for (std::string& arg : *args) c_args.push_back(arg.data());
-  c_args.push_back(nullptr);
-  // The internal entry point (absl 20220623 has no public one) so that
-  // --help and --version exit 0 instead of absl's 1. Newer Abseil:
-  // absl::ParseAbseilFlagsOnly plus absl::HandleUsageFlags.
-  std::vector<char*> positional = absl::flags_internal::ParseCommandLineImpl(
-      static_cast<int>(c_args.size() - 1), c_args.data(),
-      absl::flags_internal::ArgvListAction::kRemoveParsedArgs,
-      absl::flags_internal::UsageFlagsAction::kIgnoreUsage,
-      absl::flags_internal::OnUndefinedFlag::kAbortIfUndefined);
-  if (absl::flags_internal::HandleUsageFlags(std::cout, absl::ProgramUsageMessage()) != -1) {
-    return kExitOk;
-  }
+  strait::ParsedFlags flags =
+      strait::ParseFlags({kUsage, {"cli/"}, "straitctl (Strait) strait.v1"}, *std::move(args));
+  if (flags.exit_now) return kExitOk;
 
-  std::vector<std::string> words(positional.begin() + 1, positional.end());
+  std::vector<std::string> words = std::move(flags.positional);
   if (words.empty()) return UsageError("no command given");
   absl::StatusOr<strait::cli::Command> command = strait::cli::ParseCommand(words);
   if (!command.ok()) return UsageError(command.status().message());

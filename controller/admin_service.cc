@@ -262,7 +262,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ApplyTunnel(
     }
     *response = *std::move(result);
     RedactSecrets(response->mutable_tunnel());
-    LOG_INFO(request->dry_run() ? "tunnel validated (dry run)" : "tunnel applied")
+    // Core logs the change itself (revision, nodes) at info.
+    LOG_DEBUG(request->dry_run() ? "tunnel validated (dry run)" : "tunnel applied")
         .With("tunnel", name)
         .With("revision", response->revision())
         .With("generation", response->tunnel().metadata().generation())
@@ -323,7 +324,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::DeleteTunnel(
       return;
     }
     *response = *std::move(result);
-    LOG_INFO("tunnel deleted")
+    LOG_DEBUG("tunnel delete served")
         .With("tunnel", request->name())
         .With("revision", response->revision())
         .With("peer", context->peer());

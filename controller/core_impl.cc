@@ -13,7 +13,6 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_replace.h"
 #include "common/intent/node_share.h"
 #include "common/intent/validation.h"
 #include "common/logging.h"
@@ -62,15 +61,6 @@ bool SameHalf(const std::optional<strait::v1::NodeTunnel>& a,
     return false;
   }
   return !a.has_value() || MessageDifferencer::Equals(*a, *b);
-}
-
-// Validation messages should never quote a key, but a log line is no place
-// to find out.
-std::string ScrubPsk(std::string message, absl::string_view psk) {
-  if (psk.empty()) {
-    return message;
-  }
-  return absl::StrReplaceAll(message, {{psk, "<redacted>"}});
 }
 
 }  // namespace
@@ -400,11 +390,7 @@ absl::StatusOr<strait::v1::ApplyTunnelResponse> CoreImpl::Apply(
       status = intent::ViolationsToStatus(violations);
     }
     if (!status.ok()) {
-      LOG_INFO("tunnel rejected")
-          .With("tunnel", name)
-          .With("dry_run", request.dry_run())
-          .With("error", ScrubPsk(std::string(status.message()),
-                                  request.tunnel().spec().auth().psk().value()));
+      // The admin service logs the rejection, with the client's address.
       if (prepared.ok()) {
         WipePsk(prepared->mutable_spec());
       }

@@ -14,15 +14,11 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/internal/parse.h"
-#include "absl/flags/internal/usage.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "common/file_util.h"
+#include "common/flags.h"
 #include "common/intent/validation.h"
 #include "common/logging.h"
 #include "controller/controller_server.h"
@@ -75,34 +71,6 @@ int UsageError(absl::string_view message) {
   return kExitUsage;
 }
 
-// "--data-dir=x" -> "--data_dir=x": absl names flags with underscores.
-std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
-  std::vector<std::string> args(argv, argv + argc);
-  for (size_t i = 1; i < args.size(); ++i) {
-    std::string& arg = args[i];
-    if (arg == "--") {
-      break;
-    }
-    if (arg.size() < 2 || arg[0] != '-') {
-      continue;
-    }
-    size_t start = arg.find_first_not_of('-');
-    size_t end = arg.find('=');
-    if (start == std::string::npos) {
-      continue;
-    }
-    if (end == std::string::npos) {
-      end = arg.size();
-    }
-    for (size_t j = start; j < end; ++j) {
-      if (arg[j] == '-') {
-        arg[j] = '_';
-      }
-    }
-  }
-  return args;
-}
-
 // The signals that stop the controller are blocked in every thread (threads
 // inherit the mask, so this runs before any is started) and taken with
 // sigwait: no work happens in a signal handler.
@@ -117,38 +85,14 @@ sigset_t StopSignals() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(kUsage);
-  absl::FlagsUsageConfig usage_config;
-  auto ours = [](absl::string_view file) {
-    return absl::StrContains(file, "controller/") || absl::StrContains(file, "common/");
-  };
-  usage_config.contains_help_flags = ours;
-  usage_config.contains_helpshort_flags = ours;
-  usage_config.version_string = [] {
-    return std::string("strait-controller (Strait) strait.v1\n");
-  };
-  absl::SetFlagsUsageConfig(usage_config);
-
-  std::vector<std::string> args = NormalizeFlagNames(argc, argv);
-  std::vector<char*> c_args;
-  c_args.reserve(args.size() + 1);
-  for (std::string& arg : args) {
-    c_args.push_back(arg.data());
-  }
-  c_args.push_back(nullptr);
-  // The internal entry point (absl 20220623 has no public one) so that
-  // --help exits 0 rather than 1. Newer Abseil: absl::ParseAbseilFlagsOnly
-  // and absl::HandleUsageFlags.
-  std::vector<char*> positional = absl::flags_internal::ParseCommandLineImpl(
-      static_cast<int>(c_args.size() - 1), c_args.data(),
-      absl::flags_internal::ArgvListAction::kRemoveParsedArgs,
-      absl::flags_internal::UsageFlagsAction::kIgnoreUsage,
-      absl::flags_internal::OnUndefinedFlag::kAbortIfUndefined);
-  if (absl::flags_internal::HandleUsageFlags(std::cout, absl::ProgramUsageMessage()) != -1) {
+  strait::ParsedFlags flags = strait::ParseFlags(
+      {kUsage, {"controller/", "common/"}, "strait-controller (Strait) strait.v1"},
+      strait::NormalizeFlagNames(std::vector<std::string>(argv, argv + argc)));
+  if (flags.exit_now) {
     return 0;
   }
-  if (positional.size() > 1) {
-    return UsageError(absl::StrCat("unexpected argument \"", positional[1], "\""));
+  if (!flags.positional.empty()) {
+    return UsageError(absl::StrCat("unexpected argument \"", flags.positional[0], "\""));
   }
 
   strait::LogLevel level;
