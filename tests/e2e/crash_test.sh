@@ -4,7 +4,7 @@
 # every tunnel whose Apply returned OK exists, every acknowledged Delete
 # stays deleted.
 source "$(dirname "$0")/lib.sh"
-ROUNDS=${CRASH_ROUNDS:-12}
+ROUNDS=${CRASH_ROUNDS:-20}
 : >"$WORK/acked-applies"
 : >"$WORK/acked-deletes"
 : >"$WORK/attempted-deletes"
