@@ -269,31 +269,28 @@ int Commands::GetTunnels() {
   return PrintOutput(FormatTunnelList(response, options_.output, clock_.Now()));
 }
 
-int Commands::GetTunnel(const std::string& name) {
+bool Commands::FetchTunnel(const std::string& name, Tunnel* tunnel) {
   strait::v1::GetTunnelRequest request;
   request.set_name(name);
-  Tunnel tunnel;
   grpc::ClientContext context;
   SetDeadline(&context);
-  grpc::Status status = stub_.GetTunnel(&context, request, &tunnel);
+  grpc::Status status = stub_.GetTunnel(&context, request, tunnel);
   if (!status.ok()) {
     PrintRpcError(status, "");
-    return kExitFailure;
+    return false;
   }
+  return true;
+}
+
+int Commands::GetTunnel(const std::string& name) {
+  Tunnel tunnel;
+  if (!FetchTunnel(name, &tunnel)) return kExitFailure;
   return PrintOutput(FormatTunnel(tunnel, options_.output, clock_.Now()));
 }
 
 int Commands::DescribeTunnel(const std::string& name) {
-  strait::v1::GetTunnelRequest request;
-  request.set_name(name);
   Tunnel tunnel;
-  grpc::ClientContext context;
-  SetDeadline(&context);
-  grpc::Status status = stub_.GetTunnel(&context, request, &tunnel);
-  if (!status.ok()) {
-    PrintRpcError(status, "");
-    return kExitFailure;
-  }
+  if (!FetchTunnel(name, &tunnel)) return kExitFailure;
   out_ << cli::DescribeTunnel(tunnel, clock_.Now());
   return kExitOk;
 }

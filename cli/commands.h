@@ -108,6 +108,8 @@ class Commands {
  private:
   // A context with the per-RPC deadline.
   void SetDeadline(grpc::ClientContext* context) const;
+  // GetTunnel RPC; prints the error and returns false when it fails.
+  bool FetchTunnel(const std::string& name, strait::v1::Tunnel* tunnel);
   // Prints a failed RPC as "error: [context: ]CODE: message", or as
   // "error: cannot reach controller at ADDR: ..." when it never got there.
   void PrintRpcError(const grpc::Status& status, absl::string_view context);

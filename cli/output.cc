@@ -198,27 +198,13 @@ std::string TimeAndAge(const google::protobuf::Timestamp& ts, absl::Time now) {
 }
 
 std::string DpdActionName(strait::v1::DpdAction action) {
-  switch (action) {
-    case strait::v1::DPD_ACTION_CLEAR:
-      return "clear";
-    case strait::v1::DPD_ACTION_HOLD:
-      return "hold";
-    case strait::v1::DPD_ACTION_RESTART:
-      return "restart";
-    default:
-      return "default (restart)";
-  }
+  return action == strait::v1::DPD_ACTION_UNSPECIFIED ? "default (restart)"
+                                                      : intent::DpdActionName(action);
 }
 
 std::string StartActionName(strait::v1::StartAction action) {
-  switch (action) {
-    case strait::v1::START_ACTION_ADD:
-      return "add";
-    case strait::v1::START_ACTION_START:
-      return "start";
-    default:
-      return "default (start)";
-  }
+  return action == strait::v1::START_ACTION_UNSPECIFIED ? "default (start)"
+                                                        : intent::StartActionName(action);
 }
 
 }  // namespace
@@ -283,18 +269,13 @@ std::string FormatTimestamp(const google::protobuf::Timestamp& ts) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", ToTime(ts), absl::UTCTimeZone());
 }
 
-std::string PhaseName(strait::v1::TunnelPhase phase) {
-  std::string name = strait::v1::TunnelPhase_Name(phase);
-  if (name.empty()) return absl::StrCat("PHASE_", static_cast<int>(phase));
-  return std::string(absl::StripPrefix(name, "TUNNEL_PHASE_"));
-}
-
 std::string TunnelPhaseSummary(const Tunnel& tunnel) {
   std::vector<std::string> phases;
   bool any_reported = false;
   for (const End& end : Ends(tunnel)) {
     any_reported |= end.status != nullptr;
-    phases.push_back(end.status == nullptr ? std::string(kNone) : PhaseName(end.status->phase()));
+    phases.push_back(end.status == nullptr ? std::string(kNone)
+                                           : intent::PhaseName(end.status->phase()));
   }
   if (!any_reported) return std::string(kNone);
   return absl::StrJoin(phases, "/");
@@ -441,7 +422,7 @@ std::string DescribeTunnel(const Tunnel& tunnel, absl::Time now) {
     std::string sync = s.observed_generation() == meta.generation()  ? "up to date"
                        : s.observed_generation() < meta.generation() ? "behind"
                                                                      : "ahead";
-    Field(&out, 4, "Phase", PhaseName(s.phase()));
+    Field(&out, 4, "Phase", intent::PhaseName(s.phase()));
     Field(&out, 4, "Reason", s.reason().empty() ? kNone : s.reason());
     Field(&out, 4, "Message", s.message().empty() ? kNone : s.message());
     Field(&out, 4, "Generation",

@@ -422,40 +422,6 @@ void EmitEndpoint(YAML::Emitter& out, const char* key, const strait::v1::Endpoin
   out << YAML::EndMap;
 }
 
-std::string DpdActionName(strait::v1::DpdAction action) {
-  switch (action) {
-    case strait::v1::DPD_ACTION_CLEAR:
-      return "clear";
-    case strait::v1::DPD_ACTION_HOLD:
-      return "hold";
-    case strait::v1::DPD_ACTION_RESTART:
-      return "restart";
-    default:
-      return absl::StrCat(static_cast<int>(action));
-  }
-}
-
-std::string StartActionName(strait::v1::StartAction action) {
-  switch (action) {
-    case strait::v1::START_ACTION_ADD:
-      return "add";
-    case strait::v1::START_ACTION_START:
-      return "start";
-    default:
-      return absl::StrCat(static_cast<int>(action));
-  }
-}
-
-std::string PhaseName(strait::v1::TunnelPhase phase) {
-  const std::string& name = strait::v1::TunnelPhase_Name(phase);
-  if (name.empty()) {
-    return absl::StrCat(static_cast<int>(phase));
-  }
-  absl::string_view short_name = name;
-  absl::ConsumePrefix(&short_name, "TUNNEL_PHASE_");
-  return std::string(short_name);
-}
-
 void EmitSpec(YAML::Emitter& out, const strait::v1::TunnelSpec& spec) {
   out << YAML::Key << "spec" << YAML::Value;
   if (spec.ByteSizeLong() == 0) {
@@ -543,6 +509,40 @@ void EmitStatus(YAML::Emitter& out, const strait::v1::TunnelStatus& status) {
 }
 
 }  // namespace
+
+std::string DpdActionName(strait::v1::DpdAction action) {
+  switch (action) {
+    case strait::v1::DPD_ACTION_CLEAR:
+      return "clear";
+    case strait::v1::DPD_ACTION_HOLD:
+      return "hold";
+    case strait::v1::DPD_ACTION_RESTART:
+      return "restart";
+    default:
+      return absl::StrCat(static_cast<int>(action));
+  }
+}
+
+std::string StartActionName(strait::v1::StartAction action) {
+  switch (action) {
+    case strait::v1::START_ACTION_ADD:
+      return "add";
+    case strait::v1::START_ACTION_START:
+      return "start";
+    default:
+      return absl::StrCat(static_cast<int>(action));
+  }
+}
+
+std::string PhaseName(strait::v1::TunnelPhase phase) {
+  const std::string& name = strait::v1::TunnelPhase_Name(phase);
+  if (name.empty()) {
+    return absl::StrCat(static_cast<int>(phase));
+  }
+  absl::string_view short_name = name;
+  absl::ConsumePrefix(&short_name, "TUNNEL_PHASE_");
+  return std::string(short_name);
+}
 
 absl::StatusOr<std::vector<Tunnel>> ParseTunnelsYaml(absl::string_view text) {
   std::vector<Tunnel> tunnels;

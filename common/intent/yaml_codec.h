@@ -46,6 +46,12 @@ absl::StatusOr<std::vector<strait::v1::Tunnel>> ParseTunnelsYaml(absl::string_vi
 // Timestamps are RFC 3339 in UTC; phases are PENDING, UP, ...
 std::string TunnelToYaml(const strait::v1::Tunnel& tunnel);
 
+// The YAML spellings of enum values: "restart", "start", "PENDING". Values
+// outside the enum render as their number.
+std::string DpdActionName(strait::v1::DpdAction action);
+std::string StartActionName(strait::v1::StartAction action);
+std::string PhaseName(strait::v1::TunnelPhase phase);
+
 // Renders a duration the way ParseTunnelsYaml reads it ("8h", "9m", "1h30m").
 std::string FormatDuration(const google::protobuf::Duration& d);
 
