@@ -6,21 +6,14 @@
 
 #include <memory>
 
-#include "common/secret.h"
+#include "common/intent/secrets.h"
 #include "proto/strait/v1/agent.pb.h"
 #include "proto/strait/v1/tunnel.pb.h"
 
 namespace strait::agent {
 
-inline void WipeSpecSecrets(strait::v1::TunnelSpec* spec) {
-  if (spec->auth().has_psk()) WipeString(spec->mutable_auth()->mutable_psk()->mutable_value());
-}
-
-inline void WipeSnapshotSecrets(strait::v1::Snapshot* snapshot) {
-  for (strait::v1::NodeTunnel& tunnel : *snapshot->mutable_tunnels()) {
-    WipeSpecSecrets(tunnel.mutable_spec());
-  }
-}
+using intent::WipeSnapshotSecrets;
+using intent::WipeSpecSecrets;
 
 // Deletes a snapshot after wiping its keys.
 struct WipingSnapshotDeleter {

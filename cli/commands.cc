@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "common/file_util.h"
+#include "common/intent/secrets.h"
 #include "common/intent/yaml_codec.h"
 #include "common/secret.h"
 
@@ -33,12 +34,6 @@ std::string StatusCodeName(grpc::StatusCode code) {
 // look like several errors.
 std::string OneLine(absl::string_view text) {
   return absl::StrReplaceAll(absl::StripTrailingAsciiWhitespace(text), {{"\n", " "}});
-}
-
-void WipeTunnelPsk(Tunnel* tunnel) {
-  if (tunnel->spec().auth().has_psk()) {
-    WipeString(tunnel->mutable_spec()->mutable_auth()->mutable_psk()->mutable_value());
-  }
 }
 
 }  // namespace
@@ -231,7 +226,7 @@ int Commands::Apply(absl::string_view source, std::string yaml) {
     grpc::ClientContext context;
     SetDeadline(&context);
     grpc::Status status = stub_.ApplyTunnel(&context, request, &response);
-    WipeTunnelPsk(request.mutable_tunnel());
+    intent::WipeSpecSecrets(request.mutable_tunnel()->mutable_spec());
     if (!status.ok()) {
       PrintRpcError(status, label);
       exit_code = kExitFailure;
@@ -249,7 +244,7 @@ int Commands::Apply(absl::string_view source, std::string yaml) {
     // Flushed per tunnel so that results and errors interleave in order.
     out_ << label << " " << outcome << " (revision " << response.revision() << ")" << std::endl;
   }
-  for (Tunnel& tunnel : tunnels) WipeTunnelPsk(&tunnel);
+  for (Tunnel& tunnel : tunnels) intent::WipeSpecSecrets(tunnel.mutable_spec());
   return exit_code;
 }
 

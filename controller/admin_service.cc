@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "common/intent/secrets.h"
 #include "common/logging.h"
 #include "common/secret.h"
 
@@ -28,12 +29,7 @@ grpc::Status ShuttingDown() {
 }
 
 // Core never returns a PSK; this makes sure of it at the API's edge too.
-void RedactSecrets(strait::v1::Tunnel* tunnel) {
-  if (!tunnel->spec().auth().has_psk()) {
-    return;
-  }
-  WipeString(tunnel->mutable_spec()->mutable_auth()->mutable_psk()->mutable_value());
-}
+void RedactSecrets(strait::v1::Tunnel* tunnel) { intent::WipeSpecSecrets(tunnel->mutable_spec()); }
 
 }  // namespace
 

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/intent/secrets.h"
 #include "common/intent/validation.h"
 #include "common/logging.h"
 #include "common/secret.h"
@@ -55,11 +56,7 @@ void WipeSnapshot(ControllerMessage* message) {
   if (!message->has_snapshot()) {
     return;
   }
-  for (strait::v1::NodeTunnel& tunnel : *message->mutable_snapshot()->mutable_tunnels()) {
-    if (tunnel.spec().auth().has_psk()) {
-      WipeString(tunnel.mutable_spec()->mutable_auth()->mutable_psk()->mutable_value());
-    }
-  }
+  intent::WipeSnapshotSecrets(message->mutable_snapshot());
   message->Clear();
 }
 

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/intent/node_share.h"
+#include "common/intent/secrets.h"
 #include "common/intent/validation.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
@@ -32,14 +33,6 @@ google::protobuf::Timestamp ToProto(absl::Time t) {
   ts.set_seconds(seconds);
   ts.set_nanos(static_cast<int32_t>((t - absl::FromUnixSeconds(seconds)) / absl::Nanoseconds(1)));
   return ts;
-}
-
-// Wipes the PSK value of a spec that is about to be dropped or returned.
-void WipePsk(strait::v1::TunnelSpec* spec) {
-  if (!spec->auth().has_psk()) {
-    return;
-  }
-  WipeString(spec->mutable_auth()->mutable_psk()->mutable_value());
 }
 
 bool LabelsEqual(const strait::v1::ObjectMeta& a, const strait::v1::ObjectMeta& b) {
@@ -209,7 +202,7 @@ std::unique_ptr<CoreImpl::TunnelEntry> CoreImpl::MakeEntry(strait::v1::Tunnel tu
 strait::v1::Tunnel CoreImpl::Redacted(const TunnelEntry& entry) const {
   strait::v1::Tunnel out = entry.tunnel;
   if (out.spec().auth().has_psk()) {
-    WipePsk(out.mutable_spec());
+    intent::WipeSpecSecrets(out.mutable_spec());
     strait::v1::PreSharedKey* psk = out.mutable_spec()->mutable_auth()->mutable_psk();
     psk->clear_value();
     psk->set_fingerprint(entry.fingerprint);
@@ -392,7 +385,7 @@ absl::StatusOr<strait::v1::ApplyTunnelResponse> CoreImpl::Apply(
     if (!status.ok()) {
       // The admin service logs the rejection, with the client's address.
       if (prepared.ok()) {
-        WipePsk(prepared->mutable_spec());
+        intent::WipeSpecSecrets(prepared->mutable_spec());
       }
       return status;
     }
@@ -404,7 +397,7 @@ absl::StatusOr<strait::v1::ApplyTunnelResponse> CoreImpl::Apply(
     const bool spec_changed = existing == nullptr || !MessageDifferencer::Equals(
                                                          existing->tunnel.spec(), candidate.spec());
     if (!spec_changed && LabelsEqual(existing->tunnel.metadata(), candidate.metadata())) {
-      WipePsk(candidate.mutable_spec());
+      intent::WipeSpecSecrets(candidate.mutable_spec());
       *response.mutable_tunnel() = Redacted(*existing);
       response.set_changed(false);
       response.set_revision(revision_);
@@ -441,10 +434,10 @@ absl::StatusOr<strait::v1::ApplyTunnelResponse> CoreImpl::Apply(
         mutation.changed_nodes.push_back(node);
       }
       if (before.has_value()) {
-        WipePsk(before->mutable_spec());
+        intent::WipeSpecSecrets(before->mutable_spec());
       }
       if (after.has_value()) {
-        WipePsk(after->mutable_spec());
+        intent::WipeSpecSecrets(after->mutable_spec());
       }
     }
 
@@ -454,7 +447,7 @@ absl::StatusOr<strait::v1::ApplyTunnelResponse> CoreImpl::Apply(
         preview.ends = existing->ends;
       }
       *response.mutable_tunnel() = Redacted(preview);
-      WipePsk(preview.tunnel.mutable_spec());
+      intent::WipeSpecSecrets(preview.tunnel.mutable_spec());
       response.set_changed(true);
       response.set_revision(revision_);
       LOG_DEBUG("tunnel dry run").With("tunnel", name).With("created", created);
@@ -469,7 +462,7 @@ absl::StatusOr<strait::v1::ApplyTunnelResponse> CoreImpl::Apply(
 
   absl::Status status = CommitChange(change);
   for (strait::v1::Tunnel& put : change.puts) {
-    WipePsk(put.mutable_spec());
+    intent::WipeSpecSecrets(put.mutable_spec());
   }
   if (!status.ok()) {
     return status;
@@ -571,14 +564,14 @@ void CoreImpl::ApplyMutation(Mutation&& mutation, WatchTunnelsEvent::Type type, 
           mutation.entry->ends[node] = std::move(status);
         }
       }
-      WipePsk(old_it->second->tunnel.mutable_spec());
+      intent::WipeSpecSecrets(old_it->second->tunnel.mutable_spec());
     }
     tunnels_[mutation.name] = std::move(mutation.entry);
     *event.mutable_tunnel() = Redacted(*tunnels_.at(mutation.name));
   } else if (old_it != tunnels_.end()) {
     *event.mutable_tunnel() = Redacted(*old_it->second);
     event.mutable_tunnel()->clear_status();
-    WipePsk(old_it->second->tunnel.mutable_spec());
+    intent::WipeSpecSecrets(old_it->second->tunnel.mutable_spec());
     tunnels_.erase(old_it);
   }
 
