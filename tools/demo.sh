@@ -26,16 +26,19 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 stop() {
-  if [[ -f $RUN/pids ]]; then
-    while read -r pid; do kill -TERM "$pid" 2>/dev/null || true; done <"$RUN/pids"
+  # Claim the pid list first, so that a `stop` from another shell and the
+  # foreground script's own exit never both work on it.
+  local pids=$RUN/pids.stopping.$$
+  if mv "$RUN/pids" "$pids" 2>/dev/null; then
+    while read -r pid; do kill -TERM "$pid" 2>/dev/null || true; done <"$pids"
     for _ in $(seq 50); do
       alive=0
-      while read -r pid; do kill -0 "$pid" 2>/dev/null && alive=1; done <"$RUN/pids"
+      while read -r pid; do kill -0 "$pid" 2>/dev/null && alive=1; done <"$pids"
       ((alive)) || break
       sleep 0.1
     done
-    while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$RUN/pids"
-    rm -f "$RUN/pids"
+    while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$pids"
+    rm -f "$pids"
   fi
   for n in "${NODES[@]}"; do ip netns del "$PREFIX-$n" 2>/dev/null || true; done
   ip link del "$BRIDGE" 2>/dev/null || true
@@ -128,6 +131,7 @@ INFO
 
 # Stay up until interrupted or until a daemon dies.
 while true; do
+  [[ -f $RUN/pids ]] || exit 0 # stopped from another shell
   while read -r pid; do
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "demo: process $pid exited; logs in $RUN/logs" >&2
