@@ -1,0 +1,203 @@
+#ifndef STRAIT_AGENT_IKE_ENGINE_H_
+#define STRAIT_AGENT_IKE_ENGINE_H_
+
+// The sans-IO IKEv2 engine (RFC 7296): one IKE SA with one peer, driven by
+// datagrams, timer ticks and Initiate(); its outputs (datagrams to send and
+// events) collect in an outbox that the caller drains. No sockets, no
+// threads, no wall clock: the clock and the random source are injected, so
+// two engines wired together in memory run deterministically.
+//
+// This slice covers IKE_SA_INIT + IKE_AUTH with PSK authentication and the
+// first CHILD SA, as initiator or responder. Not a thread-safe object: the
+// I/O loop that owns it calls it from one thread.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "agent/ike/message.h"
+#include "common/clock.h"
+#include "common/secret.h"
+
+namespace strait::ike {
+
+// An IP address (4 or 16 bytes, network order) and UDP port.
+struct Endpoint {
+  Bytes address;
+  uint16_t port = 500;
+};
+bool operator==(const Endpoint& a, const Endpoint& b);
+
+// IKEv2 identification types (RFC 7296 §3.5) that the engine accepts.
+enum class IdentityType : uint8_t {
+  kIpv4 = 1,
+  kFqdn = 2,
+  kRfc822 = 3,
+  kIpv6 = 5,
+};
+
+struct Identity {
+  IdentityType type = IdentityType::kFqdn;
+  Bytes value;  // The ID data as sent: 4/16 address bytes, or the name.
+};
+bool operator==(const Identity& a, const Identity& b);
+
+// One proposal: IANA transform IDs. For IKE all fields count; for ESP
+// `prf_id` is ignored and `dh_group` (PFS) is not used by IKE_AUTH, which
+// never runs a key exchange for its child SA.
+struct AlgorithmProposal {
+  uint16_t encr_id = 0;
+  int key_bits = 0;       // The Key Length attribute; 0 = none.
+  uint16_t integ_id = 0;  // 0 for AEAD ciphers.
+  uint16_t prf_id = 0;
+  uint16_t dh_group = 0;
+};
+bool operator==(const AlgorithmProposal& a, const AlgorithmProposal& b);
+
+// A traffic selector (RFC 7296 §3.13.1): an address range of one family,
+// an IP protocol (0 = any) and a port range.
+struct TrafficSelectorRange {
+  Bytes start_address;  // 4 or 16 bytes; start and end of the same family.
+  Bytes end_address;
+  uint8_t ip_protocol = 0;
+  uint16_t start_port = 0;
+  uint16_t end_port = 0xffff;
+};
+bool operator==(const TrafficSelectorRange& a, const TrafficSelectorRange& b);
+
+struct EngineConfig {
+  Endpoint local;
+  Endpoint remote;
+  Identity local_id;
+  Identity remote_id;
+  Secret psk;
+  // In order of preference; the responder picks the first local proposal
+  // that the initiator offers, whatever the initiator's order.
+  std::vector<AlgorithmProposal> ike_proposals;
+  std::vector<AlgorithmProposal> esp_proposals;
+  std::vector<TrafficSelectorRange> local_ts;
+  std::vector<TrafficSelectorRange> remote_ts;
+  // How long to wait after each transmission of a request before sending it
+  // again; after the last wait the peer is declared not responding. A
+  // responder gives up on a half-open SA after the sum of these.
+  std::vector<absl::Duration> retransmit_timeouts = {
+      absl::Seconds(1), absl::Seconds(2), absl::Seconds(4), absl::Seconds(8), absl::Seconds(16)};
+};
+
+// Randomness for SPIs and nonces. DH private keys come from OpenSSL's DRBG
+// (crypto_dh.h) and SK IVs likewise (crypto_sk.h).
+class RandomSource {
+ public:
+  virtual ~RandomSource() = default;
+  virtual void Fill(absl::Span<uint8_t> out) = 0;
+};
+using RandomSourcePtr = std::unique_ptr<RandomSource>;
+
+// RAND_bytes from OpenSSL.
+RandomSourcePtr CreateOpenSslRandomSource();
+
+// A negotiated ESP SA pair, keys by direction as seen from this engine.
+struct ChildSa {
+  uint32_t inbound_spi = 0;  // Chosen by us, what the peer sends with.
+  uint32_t outbound_spi = 0;
+  AlgorithmProposal algorithms;
+  Secret outbound_encr_key;  // Key | salt for AES-GCM.
+  Secret outbound_integ_key;
+  Secret inbound_encr_key;
+  Secret inbound_integ_key;
+  std::vector<TrafficSelectorRange> local_ts;  // Negotiated (narrowed).
+  std::vector<TrafficSelectorRange> remote_ts;
+};
+
+// Where established CHILD SAs go: the dataplane, through the agent.
+class ChildSaSink {
+ public:
+  virtual ~ChildSaSink() = default;
+  // An error fails the negotiation locally (the SA stays unusable).
+  virtual absl::Status InstallChildSa(const ChildSa& sa) = 0;
+};
+
+enum class FailureReason {
+  kNoProposalChosen,
+  kAuthenticationFailed,
+  kPeerIdentityMismatch,
+  kTsUnacceptable,
+  kPeerNotResponding,
+  kInternalError,  // Crypto or dataplane failure on our side.
+};
+const char* FailureReasonName(FailureReason reason);
+
+struct EngineEvent {
+  enum class Kind { kIkeSaEstablished, kChildSaEstablished, kFailed };
+  Kind kind = Kind::kFailed;
+  // kIkeSaEstablished and kChildSaEstablished.
+  uint64_t ike_spi_i = 0;
+  uint64_t ike_spi_r = 0;
+  bool initiator = false;
+  AlgorithmProposal algorithms;  // IKE or ESP, by kind.
+  // kIkeSaEstablished: NAT detection (RFC 7296 §2.23).
+  bool local_behind_nat = false;
+  bool remote_behind_nat = false;
+  // kChildSaEstablished.
+  uint32_t child_inbound_spi = 0;
+  uint32_t child_outbound_spi = 0;
+  std::vector<TrafficSelectorRange> local_ts;
+  std::vector<TrafficSelectorRange> remote_ts;
+  // kFailed.
+  FailureReason reason = FailureReason::kInternalError;
+  std::string detail;
+};
+
+struct OutboundDatagram {
+  Bytes data;
+  Endpoint to;
+};
+
+// What the engine dropped or repeated, for metrics. Every datagram it did
+// not act on is counted once.
+struct EngineCounters {
+  uint64_t datagrams_received = 0;
+  uint64_t datagrams_sent = 0;
+  uint64_t malformed_dropped = 0;      // Failed to decode or Verify().
+  uint64_t undecryptable_dropped = 0;  // SK payload failed to open.
+  uint64_t unexpected_dropped = 0;     // Wrong SPI, exchange, state or source.
+  uint64_t stale_dropped = 0;          // Old message ID, or a changed retransmit.
+  uint64_t retransmits_sent = 0;       // Our requests sent again on timeout.
+  uint64_t responses_resent = 0;       // Cached responses to retransmits.
+};
+
+class Engine {
+ public:
+  enum class State { kIdle, kInitSent, kAuthSent, kAuthWait, kEstablished, kFailed };
+
+  virtual ~Engine() = default;
+
+  // Starts IKE_SA_INIT as initiator. FailedPrecondition unless idle.
+  virtual absl::Status Initiate() = 0;
+  // A UDP payload received from `from` (non-ESP marker already stripped).
+  virtual void HandleDatagram(absl::Span<const uint8_t> datagram, const Endpoint& from) = 0;
+  // Runs timers due at `now` (retransmission, give-up).
+  virtual void Tick(absl::Time now) = 0;
+  // When Tick() next has something to do, if anything.
+  virtual std::optional<absl::Time> NextDeadline() const = 0;
+
+  // The outbox.
+  virtual std::vector<OutboundDatagram> TakeDatagrams() = 0;
+  virtual std::vector<EngineEvent> TakeEvents() = 0;
+
+  virtual State state() const = 0;
+  virtual const EngineCounters& counters() const = 0;
+};
+using EnginePtr = std::unique_ptr<Engine>;
+
+// The engine itself comes from CreateEngine() in engine_impl.h.
+
+}  // namespace strait::ike
+
+#endif  // STRAIT_AGENT_IKE_ENGINE_H_

@@ -1,0 +1,110 @@
+#ifndef STRAIT_AGENT_IKE_ENGINE_IMPL_H_
+#define STRAIT_AGENT_IKE_ENGINE_IMPL_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "agent/ike/engine.h"
+#include "agent/ike/exchange.h"
+#include "agent/ike/message.h"
+#include "agent/ike/sa.h"
+#include "common/clock.h"
+
+namespace strait::ike {
+
+// InvalidArgument when the config is unusable (no proposals, an
+// unimplemented algorithm, empty PSK, no selectors, bad addresses). The
+// clock, random source and sink must outlive the engine.
+absl::StatusOr<EnginePtr> CreateEngine(EngineConfig config, Clock& clock, RandomSource& random,
+                                       ChildSaSink& sink);
+
+// One IKE SA with one peer, window size 1. The engine owns the wire: it
+// encodes and SK-protects what the tasks build, decrypts what they process,
+// keeps our outstanding request for retransmission and the last response
+// for answering retransmitted requests.
+class EngineImpl : public Engine {
+ public:
+  EngineImpl(EngineConfig config, Clock& clock, RandomSource& random, ChildSaSink& sink)
+      : config_(std::move(config)), clock_(clock), random_(random), sink_(sink) {}
+
+  // Engine
+  absl::Status Initiate() override;
+  void HandleDatagram(absl::Span<const uint8_t> datagram, const Endpoint& from) override;
+  void Tick(absl::Time now) override;
+  std::optional<absl::Time> NextDeadline() const override;
+  std::vector<OutboundDatagram> TakeDatagrams() override { return std::exchange(datagrams_, {}); }
+  std::vector<EngineEvent> TakeEvents() override { return std::exchange(events_, {}); }
+  State state() const override { return state_; }
+  const EngineCounters& counters() const override { return counters_; }
+
+ private:
+  IkeHeader Header(uint8_t exchange, uint32_t message_id, bool response) const {
+    IkeHeader h;
+    h.spi_i = sa_.spi_i;
+    h.spi_r = sa_.spi_r;
+    h.exchange_type = exchange;
+    h.initiator = sa_.initiator;
+    h.response = response;
+    h.message_id = message_id;
+    return h;
+  }
+  // Encodes (and for anything after IKE_SA_INIT encrypts) a plaintext message.
+  absl::StatusOr<Bytes> Encode(const Message& plain);
+  // Replaces an SK payload by its verified, decrypted contents.
+  absl::StatusOr<Message> Decrypt(Message m, absl::Span<const uint8_t> datagram);
+  void Send(Bytes bytes);
+  void SendRequest(Bytes bytes, uint8_t exchange, uint32_t message_id);
+  void SendResponse(Bytes bytes, absl::Span<const uint8_t> request, uint32_t message_id);
+  absl::Status SendInitRequest();
+  absl::Status SendAuthRequest();
+
+  void HandleResponse(const Message& m, absl::Span<const uint8_t> datagram, const Endpoint& from);
+  void HandleRequest(const Message& m, absl::Span<const uint8_t> datagram, const Endpoint& from);
+  void HandleInitRequest(const Message& m, absl::Span<const uint8_t> datagram,
+                         const Endpoint& from);
+  void HandleAuthRequest(const Message& m, absl::Span<const uint8_t> datagram);
+
+  void Fail(FailureReason reason, absl::string_view detail);
+  void ReportIkeSa();
+  void InstallChild(ChildSa& child);
+
+  EngineConfig config_;
+  Clock& clock_;
+  RandomSource& random_;
+  ChildSaSink& sink_;
+
+  State state_ = State::kIdle;
+  IkeSa sa_;
+  std::unique_ptr<IkeSaInitTask> init_task_;
+  std::unique_ptr<IkeAuthTask> auth_task_;
+
+  // Our outstanding request (initiator).
+  bool pending_ = false;
+  Bytes pending_bytes_;
+  uint8_t pending_exchange_ = 0;
+  uint32_t pending_message_id_ = 0;
+  size_t transmissions_ = 0;
+  absl::Time retransmit_at_;
+
+  // The last request we answered and our answer (responder).
+  bool have_cached_ = false;
+  uint32_t cached_message_id_ = 0;
+  Bytes cached_request_;
+  Bytes cached_response_;
+  std::optional<absl::Time> half_open_deadline_;
+
+  std::vector<OutboundDatagram> datagrams_;
+  std::vector<EngineEvent> events_;
+  EngineCounters counters_;
+};
+
+}  // namespace strait::ike
+
+#endif  // STRAIT_AGENT_IKE_ENGINE_IMPL_H_

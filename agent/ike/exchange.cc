@@ -1,0 +1,624 @@
+#include "agent/ike/exchange.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace strait::ike {
+
+namespace {
+
+constexpr size_t kNonceSize = 32;
+constexpr uint8_t kAuthMethodSharedKey = 2;
+
+uint32_t RandomSpi32(RandomSource& random) {
+  uint32_t spi = 0;
+  while (spi < 256) {  // 1-255 are reserved by IANA.
+    uint8_t b[4];
+    random.Fill(absl::MakeSpan(b));
+    spi = static_cast<uint32_t>(b[0]) << 24 | b[1] << 16 | b[2] << 8 | b[3];
+  }
+  return spi;
+}
+
+Bytes Spi32Bytes(uint32_t spi) {
+  return {static_cast<uint8_t>(spi >> 24), static_cast<uint8_t>(spi >> 16),
+          static_cast<uint8_t>(spi >> 8), static_cast<uint8_t>(spi)};
+}
+
+}  // namespace
+
+uint64_t RandomSpi64(RandomSource& random) {
+  uint64_t spi = 0;
+  while (spi == 0) {
+    uint8_t b[8];
+    random.Fill(absl::MakeSpan(b));
+    spi = 0;
+    for (uint8_t x : b) spi = spi << 8 | x;
+  }
+  return spi;
+}
+
+// RFC 7296 §2.23: SHA-1(SPIi | SPIr | IP | port).
+Bytes NatDetectionHash(uint64_t spi_i, uint64_t spi_r, const Endpoint& ep) {
+  std::string input = SpiString(spi_i) + SpiString(spi_r);
+  input.append(reinterpret_cast<const char*>(ep.address.data()), ep.address.size());
+  input.push_back(static_cast<char>(ep.port >> 8));
+  input.push_back(static_cast<char>(ep.port & 0xff));
+  Bytes out(20);
+  unsigned int len = 0;
+  if (EVP_Digest(input.data(), input.size(), out.data(), &len, EVP_sha1(), nullptr) != 1) {
+    out.clear();
+  }
+  return out;
+}
+
+Payload MakePayload(uint8_t type, PayloadBody body) {
+  Payload p;
+  p.type = type;
+  p.body = std::move(body);
+  return p;
+}
+
+namespace {
+
+Payload MakeNotify(uint16_t type, Bytes data = {}) {
+  NotifyPayload n;
+  n.type = type;
+  n.data = std::move(data);
+  return MakePayload(kPayloadNotify, std::move(n));
+}
+
+template <typename T>
+const T* Find(const Message& m, uint8_t type) {
+  for (const Payload& p : m.payloads) {
+    if (p.type == type) return std::get_if<T>(&p.body);
+  }
+  return nullptr;
+}
+
+const NotifyPayload* FindNotify(const Message& m, uint16_t type) {
+  for (const Payload& p : m.payloads) {
+    const auto* n = std::get_if<NotifyPayload>(&p.body);
+    if (p.type == kPayloadNotify && n != nullptr && n->type == type) return n;
+  }
+  return nullptr;
+}
+
+// The first error notify (types below 16384) of a message, if any.
+const NotifyPayload* FindErrorNotify(const Message& m) {
+  for (const Payload& p : m.payloads) {
+    const auto* n = std::get_if<NotifyPayload>(&p.body);
+    if (p.type == kPayloadNotify && n != nullptr && n->type < 16384) return n;
+  }
+  return nullptr;
+}
+
+// --- Proposals ---
+
+Proposal ToWireProposal(const AlgorithmProposal& a, uint8_t number, bool ike, Bytes spi) {
+  Proposal p;
+  p.number = number;
+  p.protocol_id = ike ? kProtocolIke : kProtocolEsp;
+  p.spi = std::move(spi);
+  Transform encr;
+  encr.type = kTransformEncr;
+  encr.id = a.encr_id;
+  if (a.key_bits != 0) encr.key_length = static_cast<uint16_t>(a.key_bits);
+  p.transforms.push_back(encr);
+  if (ike) {
+    Transform prf;
+    prf.type = kTransformPrf;
+    prf.id = a.prf_id;
+    p.transforms.push_back(prf);
+  }
+  if (a.integ_id != 0) {
+    Transform integ;
+    integ.type = kTransformInteg;
+    integ.id = a.integ_id;
+    p.transforms.push_back(integ);
+  }
+  if (ike) {
+    Transform dh;
+    dh.type = kTransformDh;
+    dh.id = a.dh_group;
+    p.transforms.push_back(dh);
+  } else {
+    Transform esn;
+    esn.type = kTransformEsn;
+    esn.id = 0;
+    p.transforms.push_back(esn);
+  }
+  return p;
+}
+
+// Whether `offered` (one wire proposal) allows the local proposal `a`.
+bool Allows(const Proposal& offered, const AlgorithmProposal& a, bool ike) {
+  if (offered.protocol_id != (ike ? kProtocolIke : kProtocolEsp)) return false;
+  bool encr = false, prf = !ike, integ = a.integ_id == 0, dh = !ike, esn_seen = false,
+       esn_none = false;
+  for (const Transform& t : offered.transforms) {
+    switch (t.type) {
+      case kTransformEncr:
+        if (t.id == a.encr_id &&
+            (a.key_bits == 0 ? !t.key_length.has_value() : t.key_length == a.key_bits)) {
+          encr = true;
+        }
+        break;
+      case kTransformPrf:
+        if (ike && t.id == a.prf_id) prf = true;
+        break;
+      case kTransformInteg:
+        if (a.integ_id != 0 && t.id == a.integ_id) integ = true;
+        break;
+      case kTransformDh:
+        if (ike && t.id == a.dh_group) dh = true;
+        break;
+      case kTransformEsn:
+        esn_seen = true;
+        if (t.id == 0) esn_none = true;
+        break;
+      default:
+        break;
+    }
+  }
+  // An AEAD proposal must not be combined with a real integrity algorithm.
+  if (a.integ_id == 0) {
+    for (const Transform& t : offered.transforms) {
+      if (t.type == kTransformInteg && t.id != 0) integ = false;
+    }
+  }
+  if (!ike && esn_seen && !esn_none) return false;
+  return encr && prf && integ && dh;
+}
+
+// A response proposal names exactly one transform of each type.
+bool IsSingleChoice(const Proposal& p) {
+  std::map<uint8_t, int> count;
+  for (const Transform& t : p.transforms) {
+    if (++count[t.type] > 1) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+// The first local proposal the peer offers (local order wins).
+std::optional<Selection> SelectProposal(const std::vector<AlgorithmProposal>& local,
+                                        const SaPayload& sa, bool ike) {
+  for (const AlgorithmProposal& a : local) {
+    for (const Proposal& p : sa.proposals) {
+      if (Allows(p, a, ike)) return Selection{a, &p};
+    }
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+// --- Traffic selectors ---
+
+TrafficSelector ToWire(const TrafficSelectorRange& r) {
+  TrafficSelector ts;
+  ts.ts_type = r.start_address.size() == 4 ? kTsIpv4AddrRange : kTsIpv6AddrRange;
+  ts.ip_protocol = r.ip_protocol;
+  ts.start_port = r.start_port;
+  ts.end_port = r.end_port;
+  ts.start_address = r.start_address;
+  ts.end_address = r.end_address;
+  return ts;
+}
+
+TrafficSelectorRange FromWire(const TrafficSelector& ts) {
+  TrafficSelectorRange r;
+  r.start_address = ts.start_address;
+  r.end_address = ts.end_address;
+  r.ip_protocol = ts.ip_protocol;
+  r.start_port = ts.start_port;
+  r.end_port = ts.end_port;
+  return r;
+}
+
+Payload TsPayloadOf(uint8_t type, const std::vector<TrafficSelectorRange>& ranges) {
+  TsPayload ts;
+  for (const auto& r : ranges) ts.selectors.push_back(ToWire(r));
+  return MakePayload(type, std::move(ts));
+}
+
+std::optional<TrafficSelectorRange> Intersect(const TrafficSelectorRange& a,
+                                              const TrafficSelectorRange& b) {
+  if (a.start_address.size() != b.start_address.size()) return std::nullopt;
+  TrafficSelectorRange r;
+  r.start_address = std::max(a.start_address, b.start_address);
+  r.end_address = std::min(a.end_address, b.end_address);
+  if (r.start_address > r.end_address) return std::nullopt;
+  r.start_port = std::max(a.start_port, b.start_port);
+  r.end_port = std::min(a.end_port, b.end_port);
+  if (r.start_port > r.end_port) return std::nullopt;
+  if (a.ip_protocol == 0 || b.ip_protocol == 0 || a.ip_protocol == b.ip_protocol) {
+    r.ip_protocol = std::max(a.ip_protocol, b.ip_protocol);
+  } else {
+    return std::nullopt;
+  }
+  return r;
+}
+
+}  // namespace
+
+// RFC 7296 §2.9 narrowing: every piece of an offered selector that our
+// config also covers.
+std::vector<TrafficSelectorRange> NarrowTrafficSelectors(
+    const std::vector<TrafficSelector>& offered, const std::vector<TrafficSelectorRange>& config) {
+  std::vector<TrafficSelectorRange> out;
+  for (const TrafficSelector& ts : offered) {
+    for (const TrafficSelectorRange& c : config) {
+      auto r = Intersect(FromWire(ts), c);
+      if (r.has_value() && std::find(out.begin(), out.end(), *r) == out.end()) {
+        out.push_back(*std::move(r));
+      }
+    }
+  }
+  return out;
+}
+
+namespace {
+
+bool ContainedIn(const TrafficSelectorRange& x, const std::vector<TrafficSelectorRange>& config) {
+  for (const auto& c : config) {
+    auto r = Intersect(x, c);
+    if (r.has_value() && *r == x) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool ValidTrafficSelector(const TrafficSelectorRange& r) {
+  return (r.start_address.size() == 4 || r.start_address.size() == 16) &&
+         r.start_address.size() == r.end_address.size() && r.start_address <= r.end_address &&
+         r.start_port <= r.end_port;
+}
+
+namespace {
+
+IdPayload IdOf(const Identity& id) {
+  IdPayload p;
+  p.id_type = static_cast<uint8_t>(id.type);
+  p.data = id.value;
+  return p;
+}
+
+}  // namespace
+
+// --- IKE_SA_INIT ---
+
+absl::Status IkeSaInitTask::Build(Message& m) {
+  if (!sa_.initiator && reject_notify_.has_value()) {
+    m.payloads.push_back(MakeNotify(reject_notify_->first, reject_notify_->second));
+    return absl::OkStatus();
+  }
+  if (sa_.initiator) {
+    if (sa_.ni.empty()) sa_.ni = RandomNonce();
+    if (sa_.dh == nullptr || sa_.dh->group() != static_cast<DhGroup>(sa_.dh_group)) {
+      ASSIGN_OR_RETURN(sa_.dh, CreateDiffieHellman(static_cast<DhGroup>(sa_.dh_group)));
+    }
+    SaPayload sa;
+    for (size_t i = 0; i < config_.ike_proposals.size(); ++i) {
+      sa.proposals.push_back(
+          ToWireProposal(config_.ike_proposals[i], static_cast<uint8_t>(i + 1), true, {}));
+    }
+    m.payloads.push_back(MakePayload(kPayloadSa, std::move(sa)));
+  } else {
+    SaPayload sa;
+    sa.proposals.push_back(ToWireProposal(sa_.algorithms, chosen_number_, true, {}));
+    m.payloads.push_back(MakePayload(kPayloadSa, std::move(sa)));
+  }
+  KePayload ke;
+  ke.dh_group = sa_.dh_group;
+  ke.data = BytesOf(sa_.dh->public_value());
+  m.payloads.push_back(MakePayload(kPayloadKe, std::move(ke)));
+  m.payloads.push_back(MakePayload(kPayloadNonce, NoncePayload{sa_.initiator ? sa_.ni : sa_.nr}));
+  const uint64_t spi_r = sa_.initiator ? 0 : sa_.spi_r;
+  m.payloads.push_back(
+      MakeNotify(kNotifyNatDetectionSourceIp, NatDetectionHash(sa_.spi_i, spi_r, config_.local)));
+  m.payloads.push_back(MakeNotify(kNotifyNatDetectionDestinationIp,
+                                  NatDetectionHash(sa_.spi_i, spi_r, config_.remote)));
+  return absl::OkStatus();
+}
+
+TaskResult IkeSaInitTask::Process(const Message& m, const Endpoint& from) {
+  return sa_.initiator ? ProcessResponse(m, from) : ProcessRequest(m, from);
+}
+
+Bytes IkeSaInitTask::RandomNonce() {
+  Bytes n(kNonceSize);
+  random_.Fill(absl::MakeSpan(n));
+  return n;
+}
+
+void IkeSaInitTask::CheckNat(const Message& m, const Endpoint& from) {
+  const uint64_t spi_r = sa_.initiator ? sa_.spi_r : 0;
+  const Bytes expected_src = NatDetectionHash(sa_.spi_i, spi_r, from);
+  const Bytes expected_dst = NatDetectionHash(sa_.spi_i, spi_r, config_.local);
+  bool src_seen = false, src_match = false, dst_seen = false, dst_match = false;
+  for (const Payload& p : m.payloads) {
+    const auto* n = std::get_if<NotifyPayload>(&p.body);
+    if (n == nullptr) continue;
+    if (n->type == kNotifyNatDetectionSourceIp) {
+      src_seen = true;
+      src_match = src_match || n->data == expected_src;
+    } else if (n->type == kNotifyNatDetectionDestinationIp) {
+      dst_seen = true;
+      dst_match = dst_match || n->data == expected_dst;
+    }
+  }
+  sa_.remote_behind_nat = src_seen && !src_match;
+  sa_.local_behind_nat = dst_seen && !dst_match;
+}
+
+TaskResult IkeSaInitTask::ProcessRequest(const Message& m, const Endpoint& from) {
+  const auto* sa = Find<SaPayload>(m, kPayloadSa);
+  const auto* ke = Find<KePayload>(m, kPayloadKe);
+  const auto* nonce = Find<NoncePayload>(m, kPayloadNonce);
+  if (sa == nullptr || ke == nullptr || nonce == nullptr) {
+    return TaskResult::Ignore();  // Not an IKE_SA_INIT request: dropped and counted.
+  }
+  auto selection = SelectProposal(config_.ike_proposals, *sa, /*ike=*/true);
+  if (!selection.has_value()) {
+    reject_notify_.emplace(kNotifyNoProposalChosen, Bytes{});
+    return TaskResult::Fail(FailureReason::kNoProposalChosen, "no IKE proposal acceptable");
+  }
+  if (ke->dh_group != selection->algorithms.dh_group) {
+    const uint16_t g = selection->algorithms.dh_group;
+    reject_notify_.emplace(kNotifyInvalidKePayload,
+                           Bytes{static_cast<uint8_t>(g >> 8), static_cast<uint8_t>(g)});
+    return TaskResult::Retry();  // Stateless: the initiator retries.
+  }
+  sa_.algorithms = selection->algorithms;
+  chosen_number_ = selection->offered->number;
+  sa_.dh_group = ke->dh_group;
+  sa_.spi_i = m.header.spi_i;
+  sa_.spi_r = RandomSpi64(random_);
+  sa_.ni = nonce->data;
+  sa_.nr = RandomNonce();
+  auto dh = CreateDiffieHellman(static_cast<DhGroup>(sa_.dh_group));
+  if (!dh.ok()) return TaskResult::Fail(FailureReason::kInternalError, dh.status().ToString());
+  sa_.dh = *std::move(dh);
+  // An invalid KE value (wrong length, not on the curve) is the peer's
+  // garbage, not our failure.
+  if (!DeriveSkKeys(sa_, AsStringView(ke->data)).ok()) return TaskResult::Ignore();
+  CheckNat(m, from);
+  return TaskResult::Done();
+}
+
+TaskResult IkeSaInitTask::ProcessResponse(const Message& m, const Endpoint& from) {
+  if (const NotifyPayload* n = FindNotify(m, kNotifyInvalidKePayload); n != nullptr) {
+    if (n->data.size() != 2) {
+      return TaskResult::Fail(FailureReason::kNoProposalChosen, "malformed INVALID_KE_PAYLOAD");
+    }
+    const uint16_t g = static_cast<uint16_t>(n->data[0] << 8 | n->data[1]);
+    // A late copy of the answer to our previous attempt.
+    if (g == sa_.dh_group) return TaskResult::Ignore();
+    const bool ours = std::any_of(config_.ike_proposals.begin(), config_.ike_proposals.end(),
+                                  [g](const AlgorithmProposal& p) { return p.dh_group == g; });
+    if (!ours || !tried_groups_.insert(g).second) {
+      return TaskResult::Fail(FailureReason::kNoProposalChosen,
+                              absl::StrCat("peer wants DH group ", g));
+    }
+    sa_.dh_group = g;
+    return TaskResult::Retry();
+  }
+  if (const NotifyPayload* n = FindErrorNotify(m); n != nullptr) {
+    return TaskResult::Fail(n->type == kNotifyNoProposalChosen ? FailureReason::kNoProposalChosen
+                                                               : FailureReason::kInternalError,
+                            absl::StrCat("peer sent notify ", n->type));
+  }
+  const auto* sa = Find<SaPayload>(m, kPayloadSa);
+  const auto* ke = Find<KePayload>(m, kPayloadKe);
+  const auto* nonce = Find<NoncePayload>(m, kPayloadNonce);
+  if (sa == nullptr || ke == nullptr || nonce == nullptr || sa->proposals.size() != 1 ||
+      m.header.spi_r == 0) {
+    return TaskResult::Fail(FailureReason::kNoProposalChosen, "bad IKE_SA_INIT response");
+  }
+  const Proposal& chosen = sa->proposals[0];
+  std::optional<AlgorithmProposal> match;
+  if (IsSingleChoice(chosen)) {
+    for (const auto& a : config_.ike_proposals) {
+      if (Allows(chosen, a, true)) {
+        match = a;
+        break;
+      }
+    }
+  }
+  if (!match.has_value() || ke->dh_group != match->dh_group || ke->dh_group != sa_.dh_group) {
+    return TaskResult::Fail(FailureReason::kNoProposalChosen,
+                            "responder chose a proposal we did not offer");
+  }
+  sa_.algorithms = *match;
+  sa_.spi_r = m.header.spi_r;
+  sa_.nr = nonce->data;
+  if (absl::Status s = DeriveSkKeys(sa_, AsStringView(ke->data)); !s.ok()) {
+    return TaskResult::Fail(FailureReason::kInternalError, s.ToString());
+  }
+  CheckNat(m, from);
+  return TaskResult::Done();
+}
+
+// --- IKE_AUTH ---
+
+absl::Status IkeAuthTask::Build(Message& m) {
+  if (!sa_.initiator && auth_failed_) {
+    m.payloads.push_back(MakeNotify(kNotifyAuthenticationFailed));
+    return absl::OkStatus();
+  }
+  const IdPayload id = IdOf(config_.local_id);
+  ASSIGN_OR_RETURN(Secret auth, PskAuth(sa_, config_.psk, sa_.initiator, id));
+  m.payloads.push_back(MakePayload(sa_.initiator ? kPayloadIdi : kPayloadIdr, id));
+  m.payloads.push_back(
+      MakePayload(kPayloadAuth, AuthPayload{kAuthMethodSharedKey, BytesOf(auth.view())}));
+  if (sa_.initiator) {
+    if (child_.inbound_spi == 0) child_.inbound_spi = RandomSpi32(random_);
+    SaPayload sa;
+    for (size_t i = 0; i < config_.esp_proposals.size(); ++i) {
+      sa.proposals.push_back(ToWireProposal(config_.esp_proposals[i], static_cast<uint8_t>(i + 1),
+                                            false, Spi32Bytes(child_.inbound_spi)));
+    }
+    m.payloads.push_back(MakePayload(kPayloadSa, std::move(sa)));
+    m.payloads.push_back(TsPayloadOf(kPayloadTsi, config_.local_ts));
+    m.payloads.push_back(TsPayloadOf(kPayloadTsr, config_.remote_ts));
+    return absl::OkStatus();
+  }
+  if (child_notify_ != 0) {
+    m.payloads.push_back(MakeNotify(child_notify_));
+    return absl::OkStatus();
+  }
+  SaPayload sa;
+  sa.proposals.push_back(
+      ToWireProposal(child_.algorithms, chosen_number_, false, Spi32Bytes(child_.inbound_spi)));
+  m.payloads.push_back(MakePayload(kPayloadSa, std::move(sa)));
+  m.payloads.push_back(TsPayloadOf(kPayloadTsi, child_.remote_ts));
+  m.payloads.push_back(TsPayloadOf(kPayloadTsr, child_.local_ts));
+  return absl::OkStatus();
+}
+
+TaskResult IkeAuthTask::Process(const Message& m) {
+  return sa_.initiator ? ProcessResponse(m) : ProcessRequest(m);
+}
+
+TaskResult IkeAuthTask::Authenticate(const Message& m) {
+  const auto* id = Find<IdPayload>(m, sa_.initiator ? kPayloadIdr : kPayloadIdi);
+  const auto* auth = Find<AuthPayload>(m, kPayloadAuth);
+  if (id == nullptr || auth == nullptr) {
+    auth_failed_ = true;
+    return TaskResult::Fail(FailureReason::kAuthenticationFailed, "no ID or AUTH payload");
+  }
+  if (id->id_type != static_cast<uint8_t>(config_.remote_id.type) ||
+      id->data != config_.remote_id.value) {
+    auth_failed_ = true;
+    return TaskResult::Fail(FailureReason::kPeerIdentityMismatch,
+                            "peer identity is not the configured one");
+  }
+  auto expected = PskAuth(sa_, config_.psk, !sa_.initiator, *id);
+  if (!expected.ok()) {
+    auth_failed_ = true;
+    return TaskResult::Fail(FailureReason::kInternalError, expected.status().ToString());
+  }
+  if (auth->method != kAuthMethodSharedKey || auth->data.size() != expected->size() ||
+      CRYPTO_memcmp(auth->data.data(), expected->view().data(), expected->size()) != 0) {
+    auth_failed_ = true;
+    return TaskResult::Fail(FailureReason::kAuthenticationFailed, "PSK AUTH does not verify");
+  }
+  authenticated_ = true;
+  return TaskResult::Done();
+}
+
+TaskResult IkeAuthTask::DeriveChild() {
+  const CipherSuite suite = CipherSuiteOf(child_.algorithms);
+  auto keys = DeriveChildSaKeys(*sa_.prf, sa_.keys.sk_d, suite, "", AsStringView(sa_.ni),
+                                AsStringView(sa_.nr));
+  if (!keys.ok()) return TaskResult::Fail(FailureReason::kInternalError, "child keys");
+  if (sa_.initiator) {
+    child_.outbound_encr_key = keys->encr_i;
+    child_.outbound_integ_key = keys->integ_i;
+    child_.inbound_encr_key = keys->encr_r;
+    child_.inbound_integ_key = keys->integ_r;
+  } else {
+    child_.outbound_encr_key = keys->encr_r;
+    child_.outbound_integ_key = keys->integ_r;
+    child_.inbound_encr_key = keys->encr_i;
+    child_.inbound_integ_key = keys->integ_i;
+  }
+  return TaskResult::Done();
+}
+
+TaskResult IkeAuthTask::ProcessRequest(const Message& m) {
+  TaskResult auth = Authenticate(m);
+  if (auth.kind != TaskResult::Kind::kDone) return auth;
+  const auto* sa = Find<SaPayload>(m, kPayloadSa);
+  const auto* tsi = Find<TsPayload>(m, kPayloadTsi);
+  const auto* tsr = Find<TsPayload>(m, kPayloadTsr);
+  std::optional<Selection> selection;
+  if (sa != nullptr) selection = SelectProposal(config_.esp_proposals, *sa, /*ike=*/false);
+  if (!selection.has_value() || selection->offered->spi.size() != 4) {
+    child_notify_ = kNotifyNoProposalChosen;
+    return TaskResult::Fail(FailureReason::kNoProposalChosen, "no ESP proposal acceptable");
+  }
+  if (tsi != nullptr && tsr != nullptr) {
+    child_.remote_ts = NarrowTrafficSelectors(tsi->selectors, config_.remote_ts);
+    child_.local_ts = NarrowTrafficSelectors(tsr->selectors, config_.local_ts);
+  }
+  if (child_.remote_ts.empty() || child_.local_ts.empty()) {
+    child_notify_ = kNotifyTsUnacceptable;
+    return TaskResult::Fail(FailureReason::kTsUnacceptable, "traffic selectors do not overlap");
+  }
+  child_.algorithms = selection->algorithms;
+  chosen_number_ = selection->offered->number;
+  const Bytes& spi = selection->offered->spi;
+  child_.outbound_spi = static_cast<uint32_t>(spi[0]) << 24 | spi[1] << 16 | spi[2] << 8 | spi[3];
+  child_.inbound_spi = RandomSpi32(random_);
+  TaskResult keys = DeriveChild();
+  if (keys.kind != TaskResult::Kind::kDone) child_notify_ = kNotifyNoProposalChosen;
+  return keys;
+}
+
+TaskResult IkeAuthTask::ProcessResponse(const Message& m) {
+  if (FindNotify(m, kNotifyAuthenticationFailed) != nullptr) {
+    return TaskResult::Fail(FailureReason::kAuthenticationFailed,
+                            "peer sent AUTHENTICATION_FAILED");
+  }
+  TaskResult auth = Authenticate(m);
+  if (auth.kind != TaskResult::Kind::kDone) return auth;
+  if (FindNotify(m, kNotifyNoProposalChosen) != nullptr) {
+    return TaskResult::Fail(FailureReason::kNoProposalChosen, "peer refused our ESP proposals");
+  }
+  if (FindNotify(m, kNotifyTsUnacceptable) != nullptr) {
+    return TaskResult::Fail(FailureReason::kTsUnacceptable, "peer refused our selectors");
+  }
+  const auto* sa = Find<SaPayload>(m, kPayloadSa);
+  const auto* tsi = Find<TsPayload>(m, kPayloadTsi);
+  const auto* tsr = Find<TsPayload>(m, kPayloadTsr);
+  if (sa == nullptr || sa->proposals.size() != 1 || sa->proposals[0].spi.size() != 4 ||
+      !IsSingleChoice(sa->proposals[0])) {
+    return TaskResult::Fail(FailureReason::kNoProposalChosen, "bad child SA in response");
+  }
+  std::optional<AlgorithmProposal> match;
+  for (const auto& a : config_.esp_proposals) {
+    if (Allows(sa->proposals[0], a, false)) {
+      match = a;
+      break;
+    }
+  }
+  if (!match.has_value()) {
+    return TaskResult::Fail(FailureReason::kNoProposalChosen,
+                            "responder chose an ESP proposal we did not offer");
+  }
+  if (tsi == nullptr || tsr == nullptr || tsi->selectors.empty() || tsr->selectors.empty()) {
+    return TaskResult::Fail(FailureReason::kTsUnacceptable, "no selectors in response");
+  }
+  child_.local_ts.clear();
+  child_.remote_ts.clear();
+  for (const auto& ts : tsi->selectors) child_.local_ts.push_back(FromWire(ts));
+  for (const auto& ts : tsr->selectors) child_.remote_ts.push_back(FromWire(ts));
+  for (const auto& r : child_.local_ts) {
+    if (!ContainedIn(r, config_.local_ts)) {
+      return TaskResult::Fail(FailureReason::kTsUnacceptable, "TSi wider than proposed");
+    }
+  }
+  for (const auto& r : child_.remote_ts) {
+    if (!ContainedIn(r, config_.remote_ts)) {
+      return TaskResult::Fail(FailureReason::kTsUnacceptable, "TSr wider than proposed");
+    }
+  }
+  child_.algorithms = *match;
+  const Bytes& spi = sa->proposals[0].spi;
+  child_.outbound_spi = static_cast<uint32_t>(spi[0]) << 24 | spi[1] << 16 | spi[2] << 8 | spi[3];
+  return DeriveChild();
+}
+
+}  // namespace strait::ike

@@ -1,0 +1,127 @@
+#ifndef STRAIT_AGENT_IKE_EXCHANGE_H_
+#define STRAIT_AGENT_IKE_EXCHANGE_H_
+
+// The exchange tasks of the engine, one per exchange (strongSwan's
+// sa/ikev2/tasks): each works on plaintext messages only. An initiator
+// calls Build() for its request and Process() on the response; a responder
+// calls Process() on the request and Build() for its response. The engine
+// does the wire: encoding, SK protection, message IDs, retransmission.
+
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "agent/ike/engine.h"
+#include "agent/ike/message.h"
+#include "agent/ike/sa.h"
+
+namespace strait::ike {
+
+// What a task's Process() concluded.
+struct TaskResult {
+  enum class Kind {
+    kDone,    // Go on to the next step.
+    kRetry,   // Initiator: send the request again (new KE group).
+              // Responder: answered statelessly, keep nothing.
+    kIgnore,  // The message was garbage or stale: drop it and count it.
+    kFailed,  // The negotiation is over: report `reason`.
+  };
+  Kind kind = Kind::kDone;
+  FailureReason reason = FailureReason::kInternalError;
+  std::string detail;
+
+  static TaskResult Done() { return {}; }
+  static TaskResult Ignore() { return {Kind::kIgnore, FailureReason::kInternalError, ""}; }
+  static TaskResult Retry() { return {Kind::kRetry, FailureReason::kInternalError, ""}; }
+  static TaskResult Fail(FailureReason reason, std::string detail) {
+    return {Kind::kFailed, reason, std::move(detail)};
+  }
+};
+
+// A fresh IKE SPI (never zero).
+uint64_t RandomSpi64(RandomSource& random);
+// RFC 7296 §2.23: SHA-1(SPIi | SPIr | IP address | port).
+Bytes NatDetectionHash(uint64_t spi_i, uint64_t spi_r, const Endpoint& endpoint);
+Payload MakePayload(uint8_t type, PayloadBody body);
+
+// The proposal a responder picks: the first local proposal (local order
+// wins) that some offered proposal allows.
+struct Selection {
+  AlgorithmProposal algorithms;
+  const Proposal* offered = nullptr;  // Points into the SaPayload.
+};
+std::optional<Selection> SelectProposal(const std::vector<AlgorithmProposal>& local,
+                                        const SaPayload& sa, bool ike);
+
+// RFC 7296 §2.9 narrowing: the parts of the offered selectors that `config`
+// also covers (empty: TS_UNACCEPTABLE).
+std::vector<TrafficSelectorRange> NarrowTrafficSelectors(
+    const std::vector<TrafficSelector>& offered, const std::vector<TrafficSelectorRange>& config);
+bool ValidTrafficSelector(const TrafficSelectorRange& r);
+
+// IKE_SA_INIT: proposals, KE, nonces, NAT detection, INVALID_KE_PAYLOAD.
+class IkeSaInitTask {
+ public:
+  IkeSaInitTask(IkeSa& sa, const EngineConfig& config, RandomSource& random)
+      : sa_(sa), config_(config), random_(random) {}
+
+  // Initiator: the request; responder: the response (or an error notify).
+  absl::Status Build(Message& m);
+  // Responder: the request; initiator: the response.
+  TaskResult Process(const Message& m, const Endpoint& from);
+  // Responder: whether Process() chose to answer with an error notify only.
+  bool rejected() const { return reject_notify_.has_value(); }
+
+ private:
+  Bytes RandomNonce();
+  void CheckNat(const Message& m, const Endpoint& from);
+  TaskResult ProcessRequest(const Message& m, const Endpoint& from);
+  TaskResult ProcessResponse(const Message& m, const Endpoint& from);
+
+  IkeSa& sa_;
+  const EngineConfig& config_;
+  RandomSource& random_;
+  std::set<uint16_t> tried_groups_;
+  uint8_t chosen_number_ = 1;
+  std::optional<std::pair<uint16_t, Bytes>> reject_notify_;
+};
+
+// IKE_AUTH with PSK, and the first CHILD SA.
+class IkeAuthTask {
+ public:
+  IkeAuthTask(IkeSa& sa, const EngineConfig& config, RandomSource& random)
+      : sa_(sa), config_(config), random_(random) {}
+
+  // Initiator: IDi, AUTH, SA, TSi, TSr. Responder: IDr, AUTH and the child
+  // (SA, TSi, TSr) or its error notify; only AUTHENTICATION_FAILED when the
+  // initiator did not authenticate.
+  absl::Status Build(Message& m);
+  // Authentication first; `authenticated` is set once the peer is proven,
+  // even when the child SA then fails.
+  TaskResult Process(const Message& m);
+  bool authenticated() const { return authenticated_; }
+  ChildSa& child() { return child_; }
+
+ private:
+  TaskResult Authenticate(const Message& m);
+  TaskResult DeriveChild();
+  TaskResult ProcessRequest(const Message& m);
+  TaskResult ProcessResponse(const Message& m);
+
+  IkeSa& sa_;
+  const EngineConfig& config_;
+  RandomSource& random_;
+  ChildSa child_;
+  uint8_t chosen_number_ = 1;
+  bool authenticated_ = false;
+  bool auth_failed_ = false;
+  uint16_t child_notify_ = 0;
+};
+
+}  // namespace strait::ike
+
+#endif  // STRAIT_AGENT_IKE_EXCHANGE_H_
