@@ -11,6 +11,10 @@ packages=(
   libgtest-dev libgmock-dev libsqlite3-dev libyaml-cpp-dev
   # run and test
   iproute2 curl procps python3 clang-format
+  # interop tests against strongSwan (tests/interop/); the standard plugins
+  # bring openssl and gcm, which AES-GCM and ECP groups need
+  strongswan-charon strongswan-swanctl libcharon-extra-plugins
+  libstrongswan-extra-plugins libstrongswan-standard-plugins
 )
 
 missing=()

@@ -97,9 +97,9 @@ absl::StatusOr<Message> EngineImpl::Decrypt(Message m, absl::Span<const uint8_t>
   return m;
 }
 
-void EngineImpl::Send(Bytes bytes) {
+void EngineImpl::Send(Bytes bytes, const Endpoint& to) {
   ++counters_.datagrams_sent;
-  datagrams_.push_back(OutboundDatagram{std::move(bytes), config_.remote});
+  datagrams_.push_back(OutboundDatagram{std::move(bytes), to});
 }
 
 void EngineImpl::SendRequest(Bytes bytes, uint8_t exchange, uint32_t message_id) {
@@ -117,7 +117,7 @@ void EngineImpl::SendResponse(Bytes bytes, absl::Span<const uint8_t> request, ui
   cached_message_id_ = message_id;
   cached_request_.assign(request.begin(), request.end());
   cached_response_ = bytes;
-  Send(std::move(bytes));
+  Send(std::move(bytes), reply_to_);
 }
 
 absl::Status EngineImpl::SendInitRequest() {
@@ -223,6 +223,7 @@ void EngineImpl::HandleDatagram(absl::Span<const uint8_t> datagram, const Endpoi
   if (m->header.response) {
     HandleResponse(*m, datagram, from);
   } else {
+    reply_to_ = from;
     HandleRequest(*m, datagram, from);
   }
 }
@@ -298,7 +299,7 @@ void EngineImpl::HandleRequest(const Message& m, absl::Span<const uint8_t> datag
     if (absl::MakeConstSpan(cached_request_) == datagram) {
       ++counters_.responses_resent;
       ++counters_.datagrams_sent;
-      datagrams_.push_back(OutboundDatagram{cached_response_, config_.remote});
+      datagrams_.push_back(OutboundDatagram{cached_response_, from});
     } else {
       ++counters_.stale_dropped;
     }
@@ -344,7 +345,7 @@ void EngineImpl::HandleInitRequest(const Message& m, absl::Span<const uint8_t> d
     sa_.spi_i = m.header.spi_i;
     if (init_task_->Build(response).ok()) {
       absl::StatusOr<Bytes> bytes = Encode(response);
-      if (bytes.ok()) Send(*std::move(bytes));
+      if (bytes.ok()) Send(*std::move(bytes), reply_to_);
     }
     if (r.kind == TaskResult::Kind::kFailed) {
       Fail(r.reason, r.detail);

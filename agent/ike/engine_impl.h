@@ -59,7 +59,8 @@ class EngineImpl : public Engine {
   absl::StatusOr<Bytes> Encode(const Message& plain);
   // Replaces an SK payload by its verified, decrypted contents.
   absl::StatusOr<Message> Decrypt(Message m, absl::Span<const uint8_t> datagram);
-  void Send(Bytes bytes);
+  void Send(Bytes bytes) { Send(std::move(bytes), config_.remote); }
+  void Send(Bytes bytes, const Endpoint& to);
   void SendRequest(Bytes bytes, uint8_t exchange, uint32_t message_id);
   void SendResponse(Bytes bytes, absl::Span<const uint8_t> request, uint32_t message_id);
   absl::Status SendInitRequest();
@@ -99,6 +100,10 @@ class EngineImpl : public Engine {
   Bytes cached_request_;
   Bytes cached_response_;
   std::optional<absl::Time> half_open_deadline_;
+  // Where the request being answered came from: responses go back to the
+  // request's source address and port (RFC 7296 §2.11), e.g. UDP 4500 after
+  // the peer floated for NAT traversal.
+  Endpoint reply_to_;
 
   std::vector<OutboundDatagram> datagrams_;
   std::vector<EngineEvent> events_;

@@ -1,0 +1,498 @@
+// strait-ike: runs one IKEv2 negotiation (IKE_SA_INIT + IKE_AUTH with a
+// pre-shared key and the first CHILD SA) against a peer over UDP, prints the
+// outcome as one line of JSON on stdout, and exits 0 when the CHILD SA is
+// established. For interoperability tests and debugging; the agent runs the
+// same engine under its own control. The CHILD SA is only recorded: no
+// dataplane is programmed.
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "agent/ike/engine.h"
+#include "agent/ike/engine_impl.h"
+#include "agent/ike/engine_proposal.h"
+#include "agent/ike/udp_io.h"
+#include "common/clock.h"
+#include "common/file_util.h"
+#include "common/flags.h"
+#include "common/logging.h"
+#include "common/secret.h"
+#include "common/status_macros.h"
+
+ABSL_FLAG(std::string, local, "",
+          "Required. Local IP address (IPv4 or IPv6) to bind and speak from.");
+ABSL_FLAG(std::string, remote, "", "Required. The peer's IP address, same family as --local.");
+ABSL_FLAG(int, port, 500, "UDP port for IKE, local and remote.");
+ABSL_FLAG(int, nat_t_port, 4500,
+          "Also listen on this UDP port for IKE with the non-ESP marker (RFC 3948), where a "
+          "peer that sees a NAT floats to; responses go back there. 0 disables it. strait-ike "
+          "itself does not float when it initiates.");
+ABSL_FLAG(std::string, local_id, "",
+          "Our IKE identity: an IP address (ID_IPV4_ADDR/ID_IPV6_ADDR), user@domain "
+          "(ID_RFC822_ADDR) or a name (ID_FQDN). Default: --local as an IP identity.");
+ABSL_FLAG(std::string, remote_id, "",
+          "The identity the peer must authenticate as, same syntax as --local-id. Default: "
+          "--remote as an IP identity.");
+ABSL_FLAG(std::string, psk_file, "",
+          "Required. File holding the pre-shared key (one trailing newline is dropped). Its "
+          "mode must be 0600 (no group or other access), else strait-ike refuses to start.");
+ABSL_FLAG(std::string, ike_proposals, "aes256gcm16-prfsha384-ecp384",
+          "IKE proposals, comma-separated, each in strongSwan's keyword syntax "
+          "(aes256gcm16-prfsha384-ecp384, aes256-sha256-modp2048), most preferred first.");
+ABSL_FLAG(std::string, esp_proposals, "aes256gcm16",
+          "ESP proposals for the CHILD SA, comma-separated strongSwan keywords (aes256gcm16, "
+          "aes256-sha256), most preferred first.");
+ABSL_FLAG(std::string, local_ts, "",
+          "Required. Local traffic selectors: comma-separated CIDRs (10.1.0.0/24).");
+ABSL_FLAG(std::string, remote_ts, "",
+          "Required. Remote traffic selectors: comma-separated CIDRs (10.2.0.0/24).");
+ABSL_FLAG(bool, initiate, false, "Initiate the IKE SA; without it strait-ike waits as responder.");
+ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
+          "Give up when the CHILD SA is not established within this time (phase FAILED, "
+          "reason TIMEOUT).");
+ABSL_FLAG(bool, stay, false,
+          "After printing the result, keep running (answering retransmitted requests) until "
+          "SIGTERM or SIGINT, so that the peer can still be queried.");
+ABSL_FLAG(std::string, log_level, "warning",
+          "Least severe log level on stderr: debug, info, warning, error.");
+
+namespace {
+
+using strait::ike::AlgorithmProposal;
+using strait::ike::Bytes;
+using strait::ike::EngineEvent;
+using strait::ike::TrafficSelectorRange;
+
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+constexpr char kUsage[] = R"(runs one IKEv2 negotiation with a pre-shared key.
+
+Usage: strait-ike --local ADDR --remote ADDR --psk-file FILE
+                  --local-ts CIDR[,CIDR] --remote-ts CIDR[,CIDR] [--initiate] [flags]
+
+Negotiates an IKE SA and its first CHILD SA with the peer (as initiator with
+--initiate, else as responder), prints one line of JSON with the result and
+exits 0 when the CHILD SA is established, 1 otherwise, 2 on bad usage.
+Flags may be written with dashes or underscores.)";
+
+std::atomic<bool> g_stop{false};
+extern "C" void OnStopSignal(int) { g_stop.store(true); }
+
+int UsageError(absl::string_view message) {
+  std::cerr << "strait-ike: " << message << "\n(see strait-ike --help)\n";
+  return kExitUsage;
+}
+
+// Records the CHILD SA instead of installing it: no dataplane yet.
+class RecordingSink : public strait::ike::ChildSaSink {
+ public:
+  absl::Status InstallChildSa(const strait::ike::ChildSa&) override {
+    ++installed_;
+    return absl::OkStatus();
+  }
+  int installed() const { return installed_; }
+
+ private:
+  int installed_ = 0;
+};
+
+absl::StatusOr<strait::ike::Identity> ParseIdentity(const std::string& text) {
+  strait::ike::Identity id;
+  if (text.empty()) return absl::InvalidArgumentError("empty identity");
+  if (absl::StatusOr<Bytes> ip = strait::ike::ParseIpAddress(text); ip.ok()) {
+    id.type = ip->size() == 4 ? strait::ike::IdentityType::kIpv4 : strait::ike::IdentityType::kIpv6;
+    id.value = *std::move(ip);
+    return id;
+  }
+  id.type = text.find('@') != std::string::npos ? strait::ike::IdentityType::kRfc822
+                                                : strait::ike::IdentityType::kFqdn;
+  id.value.assign(text.begin(), text.end());
+  return id;
+}
+
+absl::StatusOr<std::vector<TrafficSelectorRange>> ParseSelectors(const std::string& text) {
+  std::vector<TrafficSelectorRange> out;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    part = absl::StripAsciiWhitespace(part);
+    std::pair<std::string, std::string> cidr = absl::StrSplit(part, absl::MaxSplits('/', 1));
+    ASSIGN_OR_RETURN(Bytes address, strait::ike::ParseIpAddress(cidr.first));
+    const int bits = static_cast<int>(address.size() * 8);
+    int prefix = bits;
+    if (!cidr.second.empty() &&
+        (!absl::SimpleAtoi(cidr.second, &prefix) || prefix < 0 || prefix > bits)) {
+      return absl::InvalidArgumentError(absl::StrCat("bad prefix length in \"", part, "\""));
+    }
+    TrafficSelectorRange r;
+    r.start_address = address;
+    r.end_address = address;
+    for (int i = 0; i < bits; ++i) {
+      if (i < prefix) continue;
+      const uint8_t bit = static_cast<uint8_t>(0x80u >> (i % 8));
+      r.start_address[i / 8] &= static_cast<uint8_t>(~bit);
+      r.end_address[i / 8] |= bit;
+    }
+    out.push_back(std::move(r));
+  }
+  if (out.empty()) return absl::InvalidArgumentError("no traffic selector");
+  return out;
+}
+
+absl::StatusOr<std::vector<AlgorithmProposal>> ParseProposals(const std::string& text,
+                                                              strait::intent::ProposalKind kind) {
+  std::vector<AlgorithmProposal> out;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    ASSIGN_OR_RETURN(std::vector<AlgorithmProposal> more,
+                     strait::ike::ParseAlgorithmProposals(absl::StripAsciiWhitespace(part), kind));
+    out.insert(out.end(), more.begin(), more.end());
+  }
+  if (out.empty()) return absl::InvalidArgumentError("no proposal");
+  return out;
+}
+
+// Reads the PSK, refusing a file that others can read. The buffer that held
+// the file is wiped before it is freed.
+absl::StatusOr<strait::Secret> ReadPsk(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return strait::ErrnoToStatus(errno, path);
+  if (!S_ISREG(st.st_mode)) return absl::InvalidArgumentError(path + " is not a regular file");
+  if ((st.st_mode & 07777) != 0600) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "%s has mode %04o; a PSK file must have mode 0600", path, st.st_mode & 07777));
+  }
+  ASSIGN_OR_RETURN(std::string raw, strait::ReadFile(path));
+  if (!raw.empty() && raw.back() == '\n') raw.pop_back();
+  if (!raw.empty() && raw.back() == '\r') raw.pop_back();
+  if (raw.empty()) {
+    strait::WipeString(&raw);
+    return absl::InvalidArgumentError(path + " holds an empty key");
+  }
+  strait::Secret psk(raw);
+  strait::WipeString(&raw);
+  return psk;
+}
+
+// strongSwan's names, so that the output compares with swanctl --list-sas.
+std::string EncrName(const AlgorithmProposal& p) {
+  std::string name;
+  switch (p.encr_id) {
+    case 12:
+      name = "AES_CBC";
+      break;
+    case 18:
+      name = "AES_GCM_8";
+      break;
+    case 19:
+      name = "AES_GCM_12";
+      break;
+    case 20:
+      name = "AES_GCM_16";
+      break;
+    case 28:
+      name = "CHACHA20_POLY1305";
+      break;
+    default:
+      name = absl::StrCat("ENCR_", p.encr_id);
+  }
+  if (p.key_bits != 0) absl::StrAppend(&name, "-", p.key_bits);
+  return name;
+}
+std::string IntegName(uint16_t id) {
+  switch (id) {
+    case 12:
+      return "HMAC_SHA2_256_128";
+    case 13:
+      return "HMAC_SHA2_384_192";
+    case 14:
+      return "HMAC_SHA2_512_256";
+    default:
+      return absl::StrCat("INTEG_", id);
+  }
+}
+std::string PrfName(uint16_t id) {
+  switch (id) {
+    case 5:
+      return "PRF_HMAC_SHA2_256";
+    case 6:
+      return "PRF_HMAC_SHA2_384";
+    case 7:
+      return "PRF_HMAC_SHA2_512";
+    default:
+      return absl::StrCat("PRF_", id);
+  }
+}
+std::string DhName(uint16_t id) {
+  switch (id) {
+    case 14:
+      return "MODP_2048";
+    case 15:
+      return "MODP_3072";
+    case 16:
+      return "MODP_4096";
+    case 19:
+      return "ECP_256";
+    case 20:
+      return "ECP_384";
+    case 21:
+      return "ECP_521";
+    case 31:
+      return "CURVE_25519";
+    default:
+      return absl::StrCat("DH_", id);
+  }
+}
+// "AES_GCM_16-256/PRF_HMAC_SHA2_384/ECP_384", as strongSwan writes it.
+std::string SuiteName(const AlgorithmProposal& p, bool ike) {
+  std::vector<std::string> parts = {EncrName(p)};
+  if (p.integ_id != 0) parts.push_back(IntegName(p.integ_id));
+  if (ike) {
+    parts.push_back(PrfName(p.prf_id));
+    parts.push_back(DhName(p.dh_group));
+  }
+  return absl::StrJoin(parts, "/");
+}
+
+// "10.1.0.0/24", or "start..end" when the range is no prefix.
+std::string FormatSelector(const TrafficSelectorRange& r) {
+  const Bytes& s = r.start_address;
+  const Bytes& e = r.end_address;
+  int prefix = -1;
+  if (s.size() == e.size() && !s.empty()) {
+    const int bits = static_cast<int>(s.size() * 8);
+    int i = 0;
+    while (i < bits && ((s[i / 8] ^ e[i / 8]) & (0x80u >> (i % 8))) == 0) ++i;
+    prefix = i;
+    for (int j = i; j < bits; ++j) {
+      const uint8_t bit = static_cast<uint8_t>(0x80u >> (j % 8));
+      if ((s[j / 8] & bit) != 0 || (e[j / 8] & bit) == 0) prefix = -1;
+    }
+  }
+  std::string out = prefix >= 0 ? absl::StrCat(strait::ike::FormatIpAddress(s), "/", prefix)
+                                : absl::StrCat(strait::ike::FormatIpAddress(s), "..",
+                                               strait::ike::FormatIpAddress(e));
+  if (r.ip_protocol != 0 || r.start_port != 0 || r.end_port != 0xffff) {
+    absl::StrAppend(&out, "[", r.ip_protocol, "/", r.start_port, "-", r.end_port, "]");
+  }
+  return out;
+}
+
+std::string JsonString(absl::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      absl::StrAppend(&out, absl::StrFormat("\\u%04x", c));
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+std::string JsonSelectors(const std::vector<TrafficSelectorRange>& list) {
+  std::vector<std::string> items;
+  for (const auto& r : list) items.push_back(JsonString(FormatSelector(r)));
+  return absl::StrCat("[", absl::StrJoin(items, ","), "]");
+}
+
+struct Outcome {
+  bool established = false;
+  std::string reason;
+  std::string detail;
+  std::optional<EngineEvent> ike;
+  std::optional<EngineEvent> child;
+};
+
+std::string OutcomeJson(const Outcome& o, bool initiator) {
+  std::string out =
+      absl::StrCat("{\"phase\":", JsonString(o.established ? "ESTABLISHED" : "FAILED"),
+                   ",\"reason\":", JsonString(o.reason), ",\"detail\":", JsonString(o.detail),
+                   ",\"initiator\":", initiator ? "true" : "false");
+  if (o.ike.has_value()) {
+    absl::StrAppend(&out,
+                    ",\"ike\":{\"spi_i\":", JsonString(absl::StrFormat("%016x", o.ike->ike_spi_i)),
+                    ",\"spi_r\":", JsonString(absl::StrFormat("%016x", o.ike->ike_spi_r)),
+                    ",\"algorithms\":", JsonString(SuiteName(o.ike->algorithms, true)),
+                    ",\"local_behind_nat\":", o.ike->local_behind_nat ? "true" : "false",
+                    ",\"remote_behind_nat\":", o.ike->remote_behind_nat ? "true" : "false", "}");
+  }
+  if (o.child.has_value()) {
+    absl::StrAppend(
+        &out,
+        ",\"child\":{\"spi_in\":", JsonString(absl::StrFormat("%08x", o.child->child_inbound_spi)),
+        ",\"spi_out\":", JsonString(absl::StrFormat("%08x", o.child->child_outbound_spi)),
+        ",\"algorithms\":", JsonString(SuiteName(o.child->algorithms, false)),
+        ",\"local_ts\":", JsonSelectors(o.child->local_ts),
+        ",\"remote_ts\":", JsonSelectors(o.child->remote_ts), "}");
+  }
+  return out + "}";
+}
+
+// Folds the engine's events into the outcome; true once it is decided.
+bool Absorb(std::vector<EngineEvent> events, Outcome* o) {
+  bool decided = false;
+  for (EngineEvent& e : events) {
+    switch (e.kind) {
+      case EngineEvent::Kind::kIkeSaEstablished:
+        o->ike = std::move(e);
+        break;
+      case EngineEvent::Kind::kChildSaEstablished:
+        o->established = true;
+        if (!o->ike.has_value()) o->ike = e;
+        o->child = std::move(e);
+        decided = true;
+        break;
+      case EngineEvent::Kind::kFailed:
+        o->established = false;
+        o->reason = strait::ike::FailureReasonName(e.reason);
+        o->detail = e.detail;
+        decided = true;
+        break;
+    }
+  }
+  return decided;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  strait::ParsedFlags flags =
+      strait::ParseFlags({kUsage, {"agent/ike/"}, "strait-ike (Strait)"},
+                         strait::NormalizeFlagNames(std::vector<std::string>(argv, argv + argc)));
+  if (flags.exit_now) return 0;
+  if (!flags.positional.empty()) {
+    return UsageError(absl::StrCat("unexpected argument \"", flags.positional[0], "\""));
+  }
+  strait::LogLevel level;
+  if (!strait::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    return UsageError("--log-level: unknown level");
+  }
+  strait::SetLogLevel(level);
+
+  strait::ike::EngineConfig config;
+  absl::StatusOr<Bytes> local = strait::ike::ParseIpAddress(absl::GetFlag(FLAGS_local));
+  if (!local.ok()) return UsageError(absl::StrCat("--local: ", local.status().message()));
+  absl::StatusOr<Bytes> remote = strait::ike::ParseIpAddress(absl::GetFlag(FLAGS_remote));
+  if (!remote.ok()) return UsageError(absl::StrCat("--remote: ", remote.status().message()));
+  if (local->size() != remote->size()) {
+    return UsageError("--local and --remote must be of the same address family");
+  }
+  const int port = absl::GetFlag(FLAGS_port);
+  if (port <= 0 || port > 65535) return UsageError("--port must be 1..65535");
+  config.local = {*local, static_cast<uint16_t>(port)};
+  config.remote = {*remote, static_cast<uint16_t>(port)};
+
+  std::string local_id = absl::GetFlag(FLAGS_local_id);
+  std::string remote_id = absl::GetFlag(FLAGS_remote_id);
+  absl::StatusOr<strait::ike::Identity> lid =
+      ParseIdentity(local_id.empty() ? absl::GetFlag(FLAGS_local) : local_id);
+  absl::StatusOr<strait::ike::Identity> rid =
+      ParseIdentity(remote_id.empty() ? absl::GetFlag(FLAGS_remote) : remote_id);
+  if (!lid.ok() || !rid.ok()) return UsageError("--local-id/--remote-id: empty identity");
+  config.local_id = *std::move(lid);
+  config.remote_id = *std::move(rid);
+
+  auto ike = ParseProposals(absl::GetFlag(FLAGS_ike_proposals), strait::intent::ProposalKind::kIke);
+  if (!ike.ok()) return UsageError(absl::StrCat("--ike-proposals: ", ike.status().message()));
+  auto esp = ParseProposals(absl::GetFlag(FLAGS_esp_proposals), strait::intent::ProposalKind::kEsp);
+  if (!esp.ok()) return UsageError(absl::StrCat("--esp-proposals: ", esp.status().message()));
+  config.ike_proposals = *std::move(ike);
+  config.esp_proposals = *std::move(esp);
+  auto lts = ParseSelectors(absl::GetFlag(FLAGS_local_ts));
+  if (!lts.ok()) return UsageError(absl::StrCat("--local-ts: ", lts.status().message()));
+  auto rts = ParseSelectors(absl::GetFlag(FLAGS_remote_ts));
+  if (!rts.ok()) return UsageError(absl::StrCat("--remote-ts: ", rts.status().message()));
+  config.local_ts = *std::move(lts);
+  config.remote_ts = *std::move(rts);
+
+  if (absl::GetFlag(FLAGS_psk_file).empty()) return UsageError("--psk-file is required");
+  absl::StatusOr<strait::Secret> psk = ReadPsk(absl::GetFlag(FLAGS_psk_file));
+  if (!psk.ok()) return UsageError(absl::StrCat("--psk-file: ", psk.status().message()));
+  config.psk = *std::move(psk);
+  const absl::Duration timeout = absl::GetFlag(FLAGS_timeout);
+  if (timeout <= absl::ZeroDuration()) return UsageError("--timeout must be positive");
+  const bool initiator = absl::GetFlag(FLAGS_initiate);
+
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = OnStopSignal;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+
+  strait::Clock& clock = strait::RealClock::Get();
+  strait::ike::RandomSourcePtr random = strait::ike::CreateOpenSslRandomSource();
+  RecordingSink sink;
+  const strait::ike::Endpoint bind_to = config.local;
+  absl::StatusOr<strait::ike::EnginePtr> engine =
+      strait::ike::CreateEngine(std::move(config), clock, *random, sink);
+  if (!engine.ok()) return UsageError(std::string(engine.status().message()));
+  const int nat_t_port = absl::GetFlag(FLAGS_nat_t_port);
+  if (nat_t_port < 0 || nat_t_port > 65535 || nat_t_port == port) {
+    return UsageError("--nat-t-port must be 0..65535 and differ from --port");
+  }
+  absl::StatusOr<strait::ike::UdpIoPtr> io =
+      strait::ike::UdpIo::Create(bind_to, static_cast<uint16_t>(nat_t_port));
+  if (!io.ok()) {
+    LOG_ERROR("cannot bind the IKE socket").With("error", io.status().ToString());
+    return kExitFailure;
+  }
+
+  Outcome outcome;
+  bool decided = false;
+  if (initiator) {
+    if (absl::Status s = (*engine)->Initiate(); !s.ok()) {
+      decided = Absorb((*engine)->TakeEvents(), &outcome);
+      if (!decided) outcome.reason = "INTERNAL_ERROR";
+      decided = true;
+    }
+  }
+  const absl::Time deadline = clock.Now() + timeout;
+  if (!decided) {
+    absl::Status run = (*io)->Run(**engine, clock, deadline, [&] {
+      if (Absorb((*engine)->TakeEvents(), &outcome)) decided = true;
+      return decided || g_stop.load();
+    });
+    if (!run.ok()) {
+      outcome.reason = "INTERNAL_ERROR";
+      outcome.detail = run.ToString();
+    } else if (!decided) {
+      outcome.reason = g_stop.load() ? "STOPPED" : "TIMEOUT";
+      outcome.detail = absl::StrCat("no CHILD SA within ", absl::FormatDuration(timeout));
+    }
+  }
+  std::cout << OutcomeJson(outcome, initiator) << std::endl;
+
+  if (absl::GetFlag(FLAGS_stay)) {
+    // Keep answering (retransmitted requests) until told to stop.
+    while (!g_stop.load()) {
+      absl::Status run = (*io)->Run(**engine, clock, absl::InfiniteFuture(), [&] {
+        (*engine)->TakeEvents();
+        return g_stop.load();
+      });
+      if (!run.ok()) break;
+    }
+  }
+  return outcome.established ? 0 : kExitFailure;
+}
