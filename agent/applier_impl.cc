@@ -134,14 +134,65 @@ absl::Status ApplierImpl::Apply(const Snapshot& snapshot) {
     LogChanges(applied_.get(), *next);
     previous = std::move(applied_);
     applied_ = std::move(next);
+    absl::flat_hash_set<std::string> names;
+    for (const NodeTunnel& t : applied_->tunnels()) names.insert(t.name());
+    for (auto it = end_status_.begin(); it != end_status_.end();) {
+      if (names.contains(it->first)) {
+        ++it;
+      } else {
+        end_status_.erase(it++);
+      }
+    }
     if (metrics_ != nullptr) {
       metrics_->SetAppliedVersion(applied_->version());
-      metrics_->SetTunnelPhases(
-          {{strait::v1::TUNNEL_PHASE_PENDING, static_cast<int64_t>(applied_->tunnels_size())}});
+      UpdatePhaseMetrics();
     }
   }
-  if (listener_) listener_();
+  if (apply_hook_) {
+    SnapshotPtr copy;
+    {
+      absl::MutexLock lock(&mu_);
+      copy = CopySnapshot(*applied_);
+    }
+    apply_hook_(*copy);
+  }
+  std::function<void()> listener;
+  {
+    absl::MutexLock lock(&mu_);
+    listener = listener_;
+  }
+  if (listener) listener();
   return absl::OkStatus();
+}
+
+void ApplierImpl::UpdatePhaseMetrics() {
+  if (metrics_ == nullptr || applied_ == nullptr) return;
+  absl::flat_hash_map<strait::v1::TunnelPhase, int64_t> counts;
+  for (const NodeTunnel& t : applied_->tunnels()) {
+    auto it = end_status_.find(t.name());
+    ++counts[it == end_status_.end() ? strait::v1::TUNNEL_PHASE_PENDING : it->second.phase];
+  }
+  if (counts.empty()) counts[strait::v1::TUNNEL_PHASE_PENDING] = 0;
+  metrics_->SetTunnelPhases(counts);
+}
+
+void ApplierImpl::SetEndStatus(const std::string& name, strait::v1::TunnelPhase phase,
+                               const std::string& reason, const std::string& message) {
+  std::function<void()> listener;
+  {
+    absl::MutexLock lock(&mu_);
+    if (applied_ == nullptr) return;
+    bool known = false;
+    for (const NodeTunnel& t : applied_->tunnels()) known = known || t.name() == name;
+    if (!known) return;
+    EndStatus& end = end_status_[name];
+    if (end.phase == phase && end.reason == reason && end.message == message) return;
+    end = EndStatus{phase, reason, message};
+    UpdatePhaseMetrics();
+    // Called from the IKE runner's threads, maybe while the session sets it.
+    listener = listener_;
+  }
+  if (listener) listener();
 }
 
 std::string ApplierImpl::AppliedVersion() {
@@ -159,9 +210,15 @@ strait::v1::StatusReport ApplierImpl::BuildStatusReport() {
     end->set_name(tunnel.name());
     strait::v1::TunnelEndStatus* status = end->mutable_status();
     status->set_node(node_);
-    status->set_phase(strait::v1::TUNNEL_PHASE_PENDING);
-    status->set_reason(kAwaitingIkeReason);
-    status->set_message(kAwaitingIkeMessage);
+    if (auto it = end_status_.find(tunnel.name()); it != end_status_.end()) {
+      status->set_phase(it->second.phase);
+      status->set_reason(it->second.reason);
+      status->set_message(it->second.message);
+    } else {
+      status->set_phase(strait::v1::TUNNEL_PHASE_PENDING);
+      status->set_reason(kAwaitingIkeReason);
+      status->set_message(kAwaitingIkeMessage);
+    }
     status->set_observed_generation(tunnel.generation());
     SetTimestamp(now, status->mutable_report_time());
   }
@@ -169,6 +226,7 @@ strait::v1::StatusReport ApplierImpl::BuildStatusReport() {
 }
 
 void ApplierImpl::SetStatusListener(std::function<void()> listener) {
+  absl::MutexLock lock(&mu_);
   listener_ = std::move(listener);
 }
 

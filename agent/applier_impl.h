@@ -3,8 +3,10 @@
 
 #include <functional>
 #include <string>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
@@ -41,16 +43,37 @@ class ApplierImpl : public Applier {
   strait::v1::StatusReport BuildStatusReport() override;
   void SetStatusListener(std::function<void()> listener) override;
 
+  // For the IKE runner (--enable-ike); unused otherwise, and then every end
+  // stays PENDING/AWAITING_IKE. `hook` is called, without locks held, with
+  // every snapshot Apply accepts (after it became the applied one). Set it
+  // once, before the first Apply.
+  void SetApplyHook(std::function<void(const strait::v1::Snapshot&)> hook) {
+    apply_hook_ = std::move(hook);
+  }
+  // Overrides the reported state of the applied tunnel `name` (ignored when
+  // no such tunnel is applied) and notifies the status listener. Forgotten
+  // when the tunnel leaves the applied snapshot.
+  void SetEndStatus(const std::string& name, strait::v1::TunnelPhase phase,
+                    const std::string& reason, const std::string& message);
+
  private:
+  struct EndStatus {
+    strait::v1::TunnelPhase phase = strait::v1::TUNNEL_PHASE_UNSPECIFIED;
+    std::string reason;
+    std::string message;
+  };
   void LogChanges(const strait::v1::Snapshot* before, const strait::v1::Snapshot& after);
+  void UpdatePhaseMetrics() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string node_;
   Clock& clock_;
   AgentMetrics* const metrics_;
-  std::function<void()> listener_;
+  std::function<void()> listener_;  // Written under mu_.
+  std::function<void(const strait::v1::Snapshot&)> apply_hook_;
 
   absl::Mutex mu_;
   SnapshotPtr applied_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, EndStatus> end_status_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace strait::agent

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "agent/applier_impl.h"
+#include "agent/ike_runner.h"
 #include "agent/intent_file.h"
 #include "agent/metrics.h"
 #include "agent/session_impl.h"
@@ -54,6 +55,11 @@ ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9444",
 ABSL_FLAG(absl::Duration, status_interval, absl::Seconds(30),
           "Longest time between two tunnel status reports to the controller (reports also go "
           "out after connecting, after each snapshot, and when a tunnel's state changes).");
+ABSL_FLAG(bool, enable_ike, false,
+          "Experimental: negotiate the applied tunnels with the built-in IKEv2 engine (PSK, "
+          "first CHILD SA; no dataplane is programmed yet) and report their real state. One "
+          "tunnel per local address; binds UDP port 500 on each local address. Without it "
+          "every tunnel end is reported PENDING (AWAITING_IKE).");
 ABSL_FLAG(std::string, log_level, "info", "Least severe log level: debug, info, warning, error.");
 
 namespace {
@@ -181,6 +187,13 @@ int main(int argc, char** argv) {
   metrics.SetSessionState(standalone ? strait::agent::SessionState::kStandalone
                                      : strait::agent::SessionState::kDisconnected);
   strait::agent::ApplierImpl applier(node, strait::RealClock::Get(), &metrics);
+  std::unique_ptr<strait::agent::IkeRunner> ike_runner;
+  if (absl::GetFlag(FLAGS_enable_ike)) {
+    ike_runner =
+        std::make_unique<strait::agent::IkeRunner>(node, applier, strait::RealClock::Get());
+    applier.SetApplyHook(
+        [runner = ike_runner.get()](const strait::v1::Snapshot& s) { runner->Reconcile(s); });
+  }
 
   std::unique_ptr<prometheus::Exposer> exposer;
   const std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
@@ -224,6 +237,7 @@ int main(int argc, char** argv) {
     });
     LOG_INFO("agent stopping").With("node", node).With("signal", strsignal(stop));
     ExitOnSecondSignal(signals);
+    if (ike_runner != nullptr) ike_runner->Stop();
     LOG_INFO("agent stopped").With("node", node);
     ExitNow();
   }
@@ -285,6 +299,7 @@ int main(int argc, char** argv) {
   });
   LOG_INFO("agent stopping").With("node", node).With("signal", strsignal(stop));
   ExitOnSecondSignal(signals);
+  if (ike_runner != nullptr) ike_runner->Stop();
   session->Shutdown();
   session.reset();
   LOG_INFO("agent stopped").With("node", node);

@@ -31,6 +31,7 @@
 #include "agent/ike/engine.h"
 #include "agent/ike/engine_impl.h"
 #include "agent/ike/engine_proposal.h"
+#include "agent/ike/tunnel_config.h"
 #include "agent/ike/udp_io.h"
 #include "common/clock.h"
 #include "common/file_util.h"
@@ -81,6 +82,11 @@ namespace {
 using strait::ike::AlgorithmProposal;
 using strait::ike::Bytes;
 using strait::ike::EngineEvent;
+using strait::ike::FormatSelector;
+using strait::ike::ParseIdentity;
+using strait::ike::ParseProposals;
+using strait::ike::ParseSelectors;
+using strait::ike::SuiteName;
 using strait::ike::TrafficSelectorRange;
 
 constexpr int kExitFailure = 1;
@@ -117,59 +123,6 @@ class RecordingSink : public strait::ike::ChildSaSink {
   int installed_ = 0;
 };
 
-absl::StatusOr<strait::ike::Identity> ParseIdentity(const std::string& text) {
-  strait::ike::Identity id;
-  if (text.empty()) return absl::InvalidArgumentError("empty identity");
-  if (absl::StatusOr<Bytes> ip = strait::ike::ParseIpAddress(text); ip.ok()) {
-    id.type = ip->size() == 4 ? strait::ike::IdentityType::kIpv4 : strait::ike::IdentityType::kIpv6;
-    id.value = *std::move(ip);
-    return id;
-  }
-  id.type = text.find('@') != std::string::npos ? strait::ike::IdentityType::kRfc822
-                                                : strait::ike::IdentityType::kFqdn;
-  id.value.assign(text.begin(), text.end());
-  return id;
-}
-
-absl::StatusOr<std::vector<TrafficSelectorRange>> ParseSelectors(const std::string& text) {
-  std::vector<TrafficSelectorRange> out;
-  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-    part = absl::StripAsciiWhitespace(part);
-    std::pair<std::string, std::string> cidr = absl::StrSplit(part, absl::MaxSplits('/', 1));
-    ASSIGN_OR_RETURN(Bytes address, strait::ike::ParseIpAddress(cidr.first));
-    const int bits = static_cast<int>(address.size() * 8);
-    int prefix = bits;
-    if (!cidr.second.empty() &&
-        (!absl::SimpleAtoi(cidr.second, &prefix) || prefix < 0 || prefix > bits)) {
-      return absl::InvalidArgumentError(absl::StrCat("bad prefix length in \"", part, "\""));
-    }
-    TrafficSelectorRange r;
-    r.start_address = address;
-    r.end_address = address;
-    for (int i = 0; i < bits; ++i) {
-      if (i < prefix) continue;
-      const uint8_t bit = static_cast<uint8_t>(0x80u >> (i % 8));
-      r.start_address[i / 8] &= static_cast<uint8_t>(~bit);
-      r.end_address[i / 8] |= bit;
-    }
-    out.push_back(std::move(r));
-  }
-  if (out.empty()) return absl::InvalidArgumentError("no traffic selector");
-  return out;
-}
-
-absl::StatusOr<std::vector<AlgorithmProposal>> ParseProposals(const std::string& text,
-                                                              strait::intent::ProposalKind kind) {
-  std::vector<AlgorithmProposal> out;
-  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-    ASSIGN_OR_RETURN(std::vector<AlgorithmProposal> more,
-                     strait::ike::ParseAlgorithmProposals(absl::StripAsciiWhitespace(part), kind));
-    out.insert(out.end(), more.begin(), more.end());
-  }
-  if (out.empty()) return absl::InvalidArgumentError("no proposal");
-  return out;
-}
-
 // Reads the PSK, refusing a file that others can read. The buffer that held
 // the file is wiped before it is freed.
 absl::StatusOr<strait::Secret> ReadPsk(const std::string& path) {
@@ -190,110 +143,6 @@ absl::StatusOr<strait::Secret> ReadPsk(const std::string& path) {
   strait::Secret psk(raw);
   strait::WipeString(&raw);
   return psk;
-}
-
-// strongSwan's names, so that the output compares with swanctl --list-sas.
-std::string EncrName(const AlgorithmProposal& p) {
-  std::string name;
-  switch (p.encr_id) {
-    case 12:
-      name = "AES_CBC";
-      break;
-    case 18:
-      name = "AES_GCM_8";
-      break;
-    case 19:
-      name = "AES_GCM_12";
-      break;
-    case 20:
-      name = "AES_GCM_16";
-      break;
-    case 28:
-      name = "CHACHA20_POLY1305";
-      break;
-    default:
-      name = absl::StrCat("ENCR_", p.encr_id);
-  }
-  if (p.key_bits != 0) absl::StrAppend(&name, "-", p.key_bits);
-  return name;
-}
-std::string IntegName(uint16_t id) {
-  switch (id) {
-    case 12:
-      return "HMAC_SHA2_256_128";
-    case 13:
-      return "HMAC_SHA2_384_192";
-    case 14:
-      return "HMAC_SHA2_512_256";
-    default:
-      return absl::StrCat("INTEG_", id);
-  }
-}
-std::string PrfName(uint16_t id) {
-  switch (id) {
-    case 5:
-      return "PRF_HMAC_SHA2_256";
-    case 6:
-      return "PRF_HMAC_SHA2_384";
-    case 7:
-      return "PRF_HMAC_SHA2_512";
-    default:
-      return absl::StrCat("PRF_", id);
-  }
-}
-std::string DhName(uint16_t id) {
-  switch (id) {
-    case 14:
-      return "MODP_2048";
-    case 15:
-      return "MODP_3072";
-    case 16:
-      return "MODP_4096";
-    case 19:
-      return "ECP_256";
-    case 20:
-      return "ECP_384";
-    case 21:
-      return "ECP_521";
-    case 31:
-      return "CURVE_25519";
-    default:
-      return absl::StrCat("DH_", id);
-  }
-}
-// "AES_GCM_16-256/PRF_HMAC_SHA2_384/ECP_384", as strongSwan writes it.
-std::string SuiteName(const AlgorithmProposal& p, bool ike) {
-  std::vector<std::string> parts = {EncrName(p)};
-  if (p.integ_id != 0) parts.push_back(IntegName(p.integ_id));
-  if (ike) {
-    parts.push_back(PrfName(p.prf_id));
-    parts.push_back(DhName(p.dh_group));
-  }
-  return absl::StrJoin(parts, "/");
-}
-
-// "10.1.0.0/24", or "start..end" when the range is no prefix.
-std::string FormatSelector(const TrafficSelectorRange& r) {
-  const Bytes& s = r.start_address;
-  const Bytes& e = r.end_address;
-  int prefix = -1;
-  if (s.size() == e.size() && !s.empty()) {
-    const int bits = static_cast<int>(s.size() * 8);
-    int i = 0;
-    while (i < bits && ((s[i / 8] ^ e[i / 8]) & (0x80u >> (i % 8))) == 0) ++i;
-    prefix = i;
-    for (int j = i; j < bits; ++j) {
-      const uint8_t bit = static_cast<uint8_t>(0x80u >> (j % 8));
-      if ((s[j / 8] & bit) != 0 || (e[j / 8] & bit) == 0) prefix = -1;
-    }
-  }
-  std::string out = prefix >= 0 ? absl::StrCat(strait::ike::FormatIpAddress(s), "/", prefix)
-                                : absl::StrCat(strait::ike::FormatIpAddress(s), "..",
-                                               strait::ike::FormatIpAddress(e));
-  if (r.ip_protocol != 0 || r.start_port != 0 || r.end_port != 0xffff) {
-    absl::StrAppend(&out, "[", r.ip_protocol, "/", r.start_port, "-", r.end_port, "]");
-  }
-  return out;
 }
 
 std::string JsonString(absl::string_view s) {

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Agents with --enable-ike in two network namespaces joined by a veth pair
+# negotiate a node-to-node tunnel with the built-in IKEv2 engine: both ends
+# report TUNNEL_PHASE_UP to the controller. Needs root (namespaces, port 500).
+set -euo pipefail
+RUNFILES=${TEST_SRCDIR:-$PWD/..}/strait
+CONTROLLER_BIN=$RUNFILES/controller/strait-controller
+AGENT_BIN=$RUNFILES/agent/strait-agent
+CTL_BIN=$RUNFILES/cli/straitctl
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+# Unix socket paths must stay under 108 bytes, so not in TEST_TMPDIR.
+WORK=$(mktemp -d /tmp/sike.XXXXXX)
+PREFIX=sike$$
+NS_A=$PREFIX-a
+NS_B=$PREFIX-b
+PORT=$(free_port)
+export STRAIT_CONTROLLER=127.0.0.1:$PORT STRAIT_INSECURE=1
+PIDS=()
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  ip netns del "$NS_A" 2>/dev/null || true
+  ip netns del "$NS_B" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*" >&2
+  for f in "$WORK"/*.log; do
+    echo "---- $f (last 30 lines)" >&2
+    tail -n 30 "$f" >&2
+  done
+  exit 1
+}
+
+ip netns add "$NS_A"
+ip netns add "$NS_B"
+ip link add "$PREFIX-va" netns "$NS_A" type veth peer name "$PREFIX-vb" netns "$NS_B"
+ip -n "$NS_A" addr add 198.51.100.11/24 dev "$PREFIX-va"
+ip -n "$NS_B" addr add 198.51.100.12/24 dev "$PREFIX-vb"
+for ns in "$NS_A" "$NS_B"; do ip -n "$ns" link set lo up; done
+ip -n "$NS_A" link set "$PREFIX-va" up
+ip -n "$NS_B" link set "$PREFIX-vb" up
+ip -n "$NS_A" addr add 10.1.0.1/24 dev lo
+ip -n "$NS_B" addr add 10.2.0.1/24 dev lo
+
+"$CONTROLLER_BIN" --insecure --listen "127.0.0.1:$PORT,unix://$WORK/c.sock" \
+  --data-dir "$WORK/controller" --metrics-listen "" >"$WORK/controller.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 200); do
+  "$CTL_BIN" get nodes >/dev/null 2>&1 && break
+  sleep 0.1
+done
+"$CTL_BIN" get nodes >/dev/null 2>&1 || fail "controller did not come up"
+
+for node in a b; do
+  ns=$PREFIX-$node
+  ip netns exec "$ns" "$AGENT_BIN" --enable-ike --insecure --node-name "node-$node" \
+    --controller "unix://$WORK/c.sock" --state-dir "$WORK/agent-$node" \
+    --metrics-listen "" --status-interval 1s >"$WORK/agent-$node.log" 2>&1 &
+  PIDS+=($!)
+done
+
+"$CTL_BIN" apply -f - >"$WORK/apply.out" 2>&1 <<'YAML' || fail "apply failed: $(cat "$WORK/apply.out")"
+kind: Tunnel
+metadata:
+  name: a-to-b
+spec:
+  node: node-a
+  local:
+    address: 198.51.100.11
+    trafficSelectors: [10.1.0.0/24]
+  remote:
+    node: node-b
+    address: 198.51.100.12
+    trafficSelectors: [10.2.0.0/24]
+  auth:
+    psk: "ike e2e test key, not a secret"
+  ike:
+    proposals: [aes256gcm16-prfsha384-ecp384]
+  esp:
+    proposals: [aes256gcm16-ecp384]
+  startAction: start
+YAML
+
+phases() {
+  "$CTL_BIN" get tunnel a-to-b -o json 2>/dev/null |
+    jq -r '[.status.ends[]? | "\(.node)=\(.phase)"] | sort | join(" ")'
+}
+want="node-a=TUNNEL_PHASE_UP node-b=TUNNEL_PHASE_UP"
+got=""
+for _ in $(seq 600); do
+  got=$(phases || true)
+  [[ $got == "$want" ]] && break
+  sleep 0.1
+done
+[[ $got == "$want" ]] || fail "tunnel ends not UP within 60 s: \"$got\""
+"$CTL_BIN" get tunnel a-to-b -o json | jq -c '.status.ends[] | {node, phase, reason, message}'
+echo PASS
