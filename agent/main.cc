@@ -143,12 +143,9 @@ int main(int argc, char** argv) {
     return UsageError(absl::StrCat("unexpected argument \"", flags.positional[0], "\""));
   }
 
-  strait::LogLevel level;
-  if (!strait::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
-    return UsageError(absl::StrCat("--log-level: unknown level \"", absl::GetFlag(FLAGS_log_level),
-                                   "\" (debug, info, warning, error)"));
+  if (absl::Status s = strait::SetLogLevelFromFlag(absl::GetFlag(FLAGS_log_level)); !s.ok()) {
+    return UsageError(s.message());
   }
-  strait::SetLogLevel(level);
 
   const std::string node = absl::GetFlag(FLAGS_node_name);
   if (node.empty()) {

@@ -49,6 +49,16 @@ bool ParseLogLevel(absl::string_view text, LogLevel* level) {
 
 void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
 
+absl::Status SetLogLevelFromFlag(absl::string_view text) {
+  LogLevel level;
+  if (!ParseLogLevel(text, &level)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--log-level: unknown level \"", text, "\" (debug, info, warning, error)"));
+  }
+  SetLogLevel(level);
+  return absl::OkStatus();
+}
+
 LogLevel GetLogLevel() { return static_cast<LogLevel>(g_level.load()); }
 
 bool LogEnabled(LogLevel level) {

@@ -15,6 +15,7 @@
 #include <sstream>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
 namespace strait {
@@ -24,6 +25,9 @@ enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
 // Parses "debug", "info", "warning"/"warn" or "error".
 bool ParseLogLevel(absl::string_view text, LogLevel* level);
 void SetLogLevel(LogLevel level);
+// Parses and sets the level from a --log-level value; InvalidArgument naming
+// the accepted levels otherwise.
+absl::Status SetLogLevelFromFlag(absl::string_view text);
 LogLevel GetLogLevel();
 bool LogEnabled(LogLevel level);
 

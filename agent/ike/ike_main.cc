@@ -234,11 +234,9 @@ int main(int argc, char** argv) {
   if (!flags.positional.empty()) {
     return UsageError(absl::StrCat("unexpected argument \"", flags.positional[0], "\""));
   }
-  strait::LogLevel level;
-  if (!strait::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
-    return UsageError("--log-level: unknown level");
+  if (absl::Status s = strait::SetLogLevelFromFlag(absl::GetFlag(FLAGS_log_level)); !s.ok()) {
+    return UsageError(s.message());
   }
-  strait::SetLogLevel(level);
 
   strait::ike::EngineConfig config;
   absl::StatusOr<Bytes> local = strait::ike::ParseIpAddress(absl::GetFlag(FLAGS_local));
