@@ -78,7 +78,7 @@ TEST_F(ApplierImplTest, AppliesValidSnapshotAndReportsPending) {
   EXPECT_EQ(report.tunnels(1).status().observed_generation(), 1);
 
   EXPECT_EQ(MetricValue(registry_, "strait_agent_tunnels", {{"phase", "pending"}}), 2);
-  EXPECT_EQ(MetricValue(registry_, "strait_agent_tunnels", {{"phase", "up"}}), 0);
+  EXPECT_EQ(MetricValue(registry_, "strait_agent_tunnels", {{"phase", "established"}}), 0);
   EXPECT_EQ(MetricValue(registry_, "strait_agent_applied_revision"), 7);
   EXPECT_EQ(MetricValue(registry_, "strait_agent_applied_version_info", {{"version", "7.abc"}}), 1);
 }

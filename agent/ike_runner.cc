@@ -190,7 +190,7 @@ void IkeRunner::RunWorker(Worker* w) {
                                                       ike::SuiteName(e.algorithms, false),
                                                       e.child_inbound_spi, e.child_outbound_spi,
                                                       e.initiator ? "initiator" : "responder"));
-            Report(*w, strait::v1::TUNNEL_PHASE_UP, "ESTABLISHED", message);
+            Report(*w, strait::v1::TUNNEL_PHASE_ESTABLISHED, "ESTABLISHED", message);
             break;
           }
           case ike::EngineEvent::Kind::kFailed:
@@ -226,11 +226,8 @@ void IkeRunner::RunWorker(Worker* w) {
     }
     if (w->stop) break;
     if (failure.has_value()) {
-      Report(*w,
-             failure->reason == ike::FailureReason::kPeerNotResponding
-                 ? strait::v1::TUNNEL_PHASE_DOWN
-                 : strait::v1::TUNNEL_PHASE_ERROR,
-             ike::FailureReasonName(failure->reason), failure->detail);
+      Report(*w, strait::v1::TUNNEL_PHASE_FAILED, ike::FailureReasonName(failure->reason),
+             failure->detail);
       sleep_for(backoff);
     }
   }

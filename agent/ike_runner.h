@@ -6,8 +6,8 @@
 // and one thread per tunnel. Until SA dispatch lands, a local address
 // serves one tunnel; further tunnels on it report ERROR. Each tunnel's
 // state goes to the applier as its reported end status: CONNECTING while
-// negotiating, UP with the CHILD SA, DOWN (peer not responding) or ERROR
-// (the engine's failure reason) otherwise; failed negotiations start again
+// negotiating, ESTABLISHED with the CHILD SA, FAILED with the engine's
+// failure reason (ERROR: the tunnel's local configuration is unusable); failed negotiations start again
 // after a backoff. The CHILD SA is only recorded: no dataplane yet.
 
 #include <memory>

@@ -31,10 +31,10 @@ absl::string_view TunnelPhaseName(strait::v1::TunnelPhase phase) {
       return "pending";
     case strait::v1::TUNNEL_PHASE_CONNECTING:
       return "connecting";
-    case strait::v1::TUNNEL_PHASE_UP:
-      return "up";
-    case strait::v1::TUNNEL_PHASE_DOWN:
-      return "down";
+    case strait::v1::TUNNEL_PHASE_ESTABLISHED:
+      return "established";
+    case strait::v1::TUNNEL_PHASE_FAILED:
+      return "failed";
     case strait::v1::TUNNEL_PHASE_ERROR:
       return "error";
     default:

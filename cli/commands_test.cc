@@ -200,7 +200,7 @@ class CommandsTest : public ::testing::Test {
     t.mutable_spec()->mutable_auth()->mutable_psk()->set_fingerprint("sha256:feedface");
     auto* end = t.mutable_status()->add_ends();
     end->set_node("node-b");
-    end->set_phase(strait::v1::TUNNEL_PHASE_UP);
+    end->set_phase(strait::v1::TUNNEL_PHASE_ESTABLISHED);
     end->set_observed_generation(2);
     end = t.mutable_status()->add_ends();
     end->set_node("node-a");
@@ -300,8 +300,8 @@ TEST_F(CommandsTest, GetTunnelsFormats) {
   service_.Put(StoredTunnel("a-to-b"));
   EXPECT_EQ(Run({"get", "tunnels"}), kExitOk);
   EXPECT_EQ(out_.str(),
-            "NAME     NODE     REMOTE   LOCAL-TS      REMOTE-TS     PHASE        GEN   AGE\n"
-            "a-to-b   node-a   node-b   10.1.0.0/24   10.2.0.0/24   PENDING/UP   2     90s\n");
+            "NAME     NODE     REMOTE   LOCAL-TS      REMOTE-TS     PHASE                 GEN   AGE\n"
+            "a-to-b   node-a   node-b   10.1.0.0/24   10.2.0.0/24   PENDING/ESTABLISHED   2     90s\n");
 
   CommandOptions json;
   json.output = OutputFormat::kJson;
@@ -328,7 +328,7 @@ TEST_F(CommandsTest, DescribeShowsEachEnd) {
                   HasSubstr("pre-shared key, fingerprint sha256:feedface\n"),
                   HasSubstr("  node-a (local):\n"), HasSubstr("    Reason:         AWAITING_IKE\n"),
                   HasSubstr("    Generation:     desired 2, observed 1 (behind)\n"),
-                  HasSubstr("  node-b (remote):\n"), HasSubstr("    Phase:          UP\n"),
+                  HasSubstr("  node-b (remote):\n"), HasSubstr("    Phase:          ESTABLISHED\n"),
                   HasSubstr("    Generation:     desired 2, observed 2 (up to date)\n")));
   // The spec's order: the local end first.
   EXPECT_LT(text.find("node-a (local)"), text.find("node-b (remote)"));

@@ -51,7 +51,7 @@ std::string FormatAge(const google::protobuf::Timestamp& since, absl::Time now);
 // RFC 3339 in UTC, "-" when unset.
 std::string FormatTimestamp(const google::protobuf::Timestamp& ts);
 
-// "PENDING", "UP", ... ("UNSPECIFIED" for 0).
+// "PENDING", "ESTABLISHED", ... ("UNSPECIFIED" for 0).
 std::string PhaseName(strait::v1::TunnelPhase phase);
 
 // The ends' phases in the order of the spec (local node, then a managed

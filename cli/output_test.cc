@@ -109,14 +109,14 @@ TEST(OutputTest, PhaseSummaryFollowsSpecOrder) {
   managed.mutable_status()->clear_ends();
   auto* b = managed.mutable_status()->add_ends();
   b->set_node("node-b");
-  b->set_phase(strait::v1::TUNNEL_PHASE_UP);
+  b->set_phase(strait::v1::TUNNEL_PHASE_ESTABLISHED);
   auto* a = managed.mutable_status()->add_ends();
   a->set_node("node-a");
   a->set_phase(strait::v1::TUNNEL_PHASE_PENDING);
-  EXPECT_EQ(TunnelPhaseSummary(managed), "PENDING/UP");
+  EXPECT_EQ(TunnelPhaseSummary(managed), "PENDING/ESTABLISHED");
   // Ends listed without a phase have not reported yet.
   a->set_phase(strait::v1::TUNNEL_PHASE_UNSPECIFIED);
-  EXPECT_EQ(TunnelPhaseSummary(managed), "-/UP");
+  EXPECT_EQ(TunnelPhaseSummary(managed), "-/ESTABLISHED");
   b->set_phase(strait::v1::TUNNEL_PHASE_UNSPECIFIED);
   EXPECT_EQ(TunnelPhaseSummary(managed), "-");
 }

@@ -310,7 +310,7 @@ TEST_F(AgentServiceTest, NackIsRecordedAndStaleNoncesAreIgnored) {
   AgentMessage report;
   strait::v1::TunnelEndReport* end = report.mutable_status()->add_tunnels();
   end->set_name("a-to-gw");
-  end->mutable_status()->set_phase(strait::v1::TUNNEL_PHASE_UP);
+  end->mutable_status()->set_phase(strait::v1::TUNNEL_PHASE_ESTABLISHED);
   ASSERT_TRUE(agent.Write(report));
   EXPECT_TRUE(Eventually([&] {
     grpc::ClientContext context;
@@ -320,7 +320,7 @@ TEST_F(AgentServiceTest, NackIsRecordedAndStaleNoncesAreIgnored) {
     strait::v1::Tunnel tunnel;
     if (!admin_->GetTunnel(&context, request, &tunnel).ok()) return false;
     for (const auto& e : tunnel.status().ends()) {
-      if (e.node() == "node-a" && e.phase() == strait::v1::TUNNEL_PHASE_UP) return true;
+      if (e.node() == "node-a" && e.phase() == strait::v1::TUNNEL_PHASE_ESTABLISHED) return true;
     }
     return false;
   }));

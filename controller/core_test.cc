@@ -751,12 +751,12 @@ TEST_F(CoreTest, AcksNacksAndStatus) {
   strait::v1::StatusReport report;
   auto* end = report.add_tunnels();
   end->set_name("a-to-b");
-  end->mutable_status()->set_phase(strait::v1::TUNNEL_PHASE_UP);
+  end->mutable_status()->set_phase(strait::v1::TUNNEL_PHASE_ESTABLISHED);
   end->mutable_status()->set_node("node-z");  // the session's node wins
   end->mutable_status()->set_observed_generation(1);
   auto* foreign = report.add_tunnels();  // node-a has no end of it
   foreign->set_name("b-only");
-  foreign->mutable_status()->set_phase(strait::v1::TUNNEL_PHASE_UP);
+  foreign->mutable_status()->set_phase(strait::v1::TUNNEL_PHASE_ESTABLISHED);
   auto* unknown = report.add_tunnels();
   unknown->set_name("gone");
   core_->OnStatus(session, report);
@@ -765,7 +765,7 @@ TEST_F(CoreTest, AcksNacksAndStatus) {
   ASSERT_TRUE(got.ok());
   ASSERT_EQ(got->status().ends_size(), 2);
   EXPECT_EQ(got->status().ends(0).node(), "node-a");
-  EXPECT_EQ(got->status().ends(0).phase(), strait::v1::TUNNEL_PHASE_UP);
+  EXPECT_EQ(got->status().ends(0).phase(), strait::v1::TUNNEL_PHASE_ESTABLISHED);
   EXPECT_EQ(got->status().ends(0).report_time().seconds(), absl::ToUnixSeconds(clock_.Now()));
   EXPECT_EQ(got->status().ends(1).node(), "node-b");
   EXPECT_EQ(got->status().ends(1).phase(), strait::v1::TUNNEL_PHASE_UNSPECIFIED);
@@ -775,7 +775,7 @@ TEST_F(CoreTest, AcksNacksAndStatus) {
   strait::v1::Tunnel changed = NodeToNode("a-to-b", "node-a", "node-b");
   changed.mutable_spec()->mutable_local()->add_traffic_selectors("10.11.0.0/24");
   MustApply(changed);
-  EXPECT_EQ(core_->Get("a-to-b")->status().ends(0).phase(), strait::v1::TUNNEL_PHASE_UP);
+  EXPECT_EQ(core_->Get("a-to-b")->status().ends(0).phase(), strait::v1::TUNNEL_PHASE_ESTABLISHED);
   ASSERT_TRUE(core_->Delete("a-to-b").ok());
   MustApply(NodeToNode("a-to-b", "node-a", "node-b"));
   EXPECT_EQ(core_->Get("a-to-b")->status().ends(0).phase(), strait::v1::TUNNEL_PHASE_UNSPECIFIED);

@@ -43,7 +43,7 @@ absl::StatusOr<std::vector<strait::v1::Tunnel>> ParseTunnelsYaml(absl::string_vi
 //
 // (`{redacted: true}` when there is no fingerprint): a mapping, unlike any
 // string a user could mean as a key.
-// Timestamps are RFC 3339 in UTC; phases are PENDING, UP, ...
+// Timestamps are RFC 3339 in UTC; phases are PENDING, ESTABLISHED, ...
 std::string TunnelToYaml(const strait::v1::Tunnel& tunnel);
 
 // The YAML spellings of enum values: "restart", "start", "PENDING". Values

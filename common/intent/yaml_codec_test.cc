@@ -281,7 +281,7 @@ TEST(ParseTunnelsYamlTest, IgnoresOutputOnlyFields) {
   std::string yaml = Sample("  labels: {env: prod}\n",
                             "  labels: {env: prod}\n  generation: 3\n  revision: 17\n"
                             "  createTime: 2026-11-27T02:44:29Z\n  updateTime: whenever\n") +
-                     "status:\n  ends:\n  - {node: node-a, phase: UP, futureField: 1}\n";
+                     "status:\n  ends:\n  - {node: node-a, phase: ESTABLISHED, futureField: 1}\n";
   Tunnel t = ParseOne(yaml);
   Tunnel expected = ParseText(kSampleProto);
   EXPECT_TRUE(MessageDifferencer::Equals(t, expected)) << Diff(t, expected);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Agents with --enable-ike in two network namespaces joined by a veth pair
 # negotiate a node-to-node tunnel with the built-in IKEv2 engine: both ends
-# report TUNNEL_PHASE_UP to the controller. Needs root (namespaces, port 500).
+# report TUNNEL_PHASE_ESTABLISHED to the controller. Needs root (namespaces, port 500).
 set -euo pipefail
 RUNFILES=${TEST_SRCDIR:-$PWD/..}/strait
 CONTROLLER_BIN=$RUNFILES/controller/strait-controller
@@ -91,13 +91,13 @@ phases() {
   "$CTL_BIN" get tunnel a-to-b -o json 2>/dev/null |
     jq -r '[.status.ends[]? | "\(.node)=\(.phase)"] | sort | join(" ")'
 }
-want="node-a=TUNNEL_PHASE_UP node-b=TUNNEL_PHASE_UP"
+want="node-a=TUNNEL_PHASE_ESTABLISHED node-b=TUNNEL_PHASE_ESTABLISHED"
 got=""
 for _ in $(seq 600); do
   got=$(phases || true)
   [[ $got == "$want" ]] && break
   sleep 0.1
 done
-[[ $got == "$want" ]] || fail "tunnel ends not UP within 60 s: \"$got\""
+[[ $got == "$want" ]] || fail "tunnel ends not ESTABLISHED within 60 s: \"$got\""
 "$CTL_BIN" get tunnel a-to-b -o json | jq -c '.status.ends[] | {node, phase, reason, message}'
 echo PASS
