@@ -7,8 +7,8 @@
 // serves one tunnel; further tunnels on it report ERROR. Each tunnel's
 // state goes to the applier as its reported end status: CONNECTING while
 // negotiating, ESTABLISHED with the CHILD SA, FAILED with the engine's
-// failure reason (ERROR: the tunnel's local configuration is unusable); failed negotiations start again
-// after a backoff. The CHILD SA is only recorded: no dataplane yet.
+// failure reason (ERROR: the tunnel's local configuration is unusable); failed negotiations start
+// again after a backoff. The CHILD SA is only recorded: no dataplane yet.
 
 #include <memory>
 #include <string>

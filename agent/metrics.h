@@ -25,7 +25,8 @@ enum class SessionState { kConnecting, kConnected, kDisconnected, kStandalone };
 // The `state` label of strait_agent_session_state: "connected", ...
 absl::string_view SessionStateName(SessionState state);
 
-// The `phase` label of strait_agent_tunnels: "pending", "connecting", "established", "failed", "error"
+// The `phase` label of strait_agent_tunnels: "pending", "connecting", "established", "failed",
+// "error"
 absl::string_view TunnelPhaseName(strait::v1::TunnelPhase phase);
 
 // The revision in a "<revision>.<store id>" version; 0 when it does not start
@@ -55,7 +56,8 @@ class AgentMetrics {
   static constexpr int kStates = 4;
   static constexpr std::array<strait::v1::TunnelPhase, 5> kPhases = {
       strait::v1::TUNNEL_PHASE_PENDING, strait::v1::TUNNEL_PHASE_CONNECTING,
-      strait::v1::TUNNEL_PHASE_ESTABLISHED, strait::v1::TUNNEL_PHASE_FAILED, strait::v1::TUNNEL_PHASE_ERROR};
+      strait::v1::TUNNEL_PHASE_ESTABLISHED, strait::v1::TUNNEL_PHASE_FAILED,
+      strait::v1::TUNNEL_PHASE_ERROR};
 
   std::array<prometheus::Gauge*, kStates> session_state_{};
   prometheus::Gauge& applied_revision_;

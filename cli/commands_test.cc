@@ -299,9 +299,10 @@ TEST_F(CommandsTest, ApplyReadsFiles) {
 TEST_F(CommandsTest, GetTunnelsFormats) {
   service_.Put(StoredTunnel("a-to-b"));
   EXPECT_EQ(Run({"get", "tunnels"}), kExitOk);
-  EXPECT_EQ(out_.str(),
-            "NAME     NODE     REMOTE   LOCAL-TS      REMOTE-TS     PHASE                 GEN   AGE\n"
-            "a-to-b   node-a   node-b   10.1.0.0/24   10.2.0.0/24   PENDING/ESTABLISHED   2     90s\n");
+  EXPECT_EQ(
+      out_.str(),
+      "NAME     NODE     REMOTE   LOCAL-TS      REMOTE-TS     PHASE                 GEN   AGE\n"
+      "a-to-b   node-a   node-b   10.1.0.0/24   10.2.0.0/24   PENDING/ESTABLISHED   2     90s\n");
 
   CommandOptions json;
   json.output = OutputFormat::kJson;

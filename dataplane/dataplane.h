@@ -78,7 +78,7 @@ struct Selector {
   uint8_t source_prefix = 0;
   Address destination;
   uint8_t destination_prefix = 0;
-  uint8_t ip_protocol = 0;  // 0: any.
+  uint8_t ip_protocol = 0;   // 0: any.
   uint16_t source_port = 0;  // 0: any (single ports only).
   uint16_t destination_port = 0;
 };
@@ -119,8 +119,8 @@ struct DataplaneEvent {
     kAcquire,     // Traffic matched a policy without an SA.
   };
   Kind kind = Kind::kSoftExpire;
-  SaId sa;                   // Expire events.
-  uint32_t reqid = 0;        // All kinds, when known.
+  SaId sa;                           // Expire events.
+  uint32_t reqid = 0;                // All kinds, when known.
   std::optional<Selector> selector;  // Acquire.
 };
 
