@@ -382,6 +382,19 @@ std::string DescribeTunnel(const Tunnel& tunnel, absl::Time now) {
     const std::string& fingerprint = spec.auth().psk().fingerprint();
     Field(&out, 2, "Auth",
           absl::StrCat("pre-shared key, fingerprint ", fingerprint.empty() ? kNone : fingerprint));
+  } else if (spec.auth().has_certificate()) {
+    const strait::v1::CertificateAuth& cert = spec.auth().certificate();
+    size_t cas = 0;
+    for (size_t at = cert.ca_certificates().find("-----BEGIN CERTIFICATE-----");
+         at != std::string::npos;
+         at = cert.ca_certificates().find("-----BEGIN CERTIFICATE-----", at + 1)) {
+      ++cas;
+    }
+    Field(&out, 2, "Auth", absl::StrCat("certificates, ", cas, " CA certificate(s)"));
+    Field(&out, 4, "Certificate",
+          cert.certificate_file().empty() ? "agent default" : cert.certificate_file());
+    Field(&out, 4, "Private key",
+          cert.private_key_file().empty() ? "agent default" : cert.private_key_file());
   } else {
     Field(&out, 2, "Auth", "none");
   }
@@ -429,6 +442,30 @@ std::string DescribeTunnel(const Tunnel& tunnel, absl::Time now) {
           absl::StrCat("desired ", meta.generation(), ", observed ", s.observed_generation(), " (",
                        sync, ")"));
     Field(&out, 4, "Reported", TimeAndAge(s.report_time(), now));
+    if (s.has_ike_sa()) {
+      const strait::v1::IkeSaStatus& ike = s.ike_sa();
+      Field(&out, 4, "IKE SA",
+            absl::StrCat(ike.initiator_spi(), "_i ", ike.responder_spi(), "_r",
+                         ike.initiator() ? " (initiator)" : " (responder)"));
+      Field(&out, 6, "Algorithms", ike.algorithms().empty() ? kNone : ike.algorithms());
+      Field(&out, 6, "Peer",
+            absl::StrCat(
+                ike.remote_identity().empty() ? kNone : ike.remote_identity(),
+                ike.auth_method().empty() ? "" : absl::StrCat(" (", ike.auth_method(), ")")));
+      if (ike.local_behind_nat() || ike.remote_behind_nat()) {
+        Field(&out, 6, "NAT",
+              absl::StrCat(ike.local_behind_nat() ? "local " : "",
+                           ike.remote_behind_nat() ? "remote" : ""));
+      }
+    }
+    for (const strait::v1::ChildSaStatus& child : s.child_sas()) {
+      Field(&out, 4, "CHILD SA",
+            absl::StrCat(child.inbound_spi(), "_i ", child.outbound_spi(), "_o ",
+                         child.algorithms()));
+      Field(&out, 6, "Selectors",
+            absl::StrCat(absl::StrJoin(child.local_traffic_selectors(), ","),
+                         " === ", absl::StrJoin(child.remote_traffic_selectors(), ",")));
+    }
   }
   return out;
 }

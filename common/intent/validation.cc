@@ -1,5 +1,10 @@
 #include "common/intent/validation.h"
 
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include <algorithm>
 #include <optional>
 #include <utility>
@@ -15,6 +20,26 @@
 
 namespace strait::intent {
 namespace {
+
+// The number of PEM certificates in `pem`; -1 when some PEM block or the
+// DER inside does not parse.
+int CountPemCertificates(const std::string& pem) {
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  if (bio == nullptr) return -1;
+  int count = 0;
+  while (true) {
+    X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+    if (cert == nullptr) break;
+    X509_free(cert);
+    ++count;
+  }
+  const unsigned long err = ERR_peek_last_error();
+  const bool clean_end =
+      err == 0 || (ERR_GET_LIB(err) == ERR_LIB_PEM && ERR_GET_REASON(err) == PEM_R_NO_START_LINE);
+  ERR_clear_error();
+  BIO_free(bio);
+  return clean_end ? count : -1;
+}
 
 using ::google::protobuf::RepeatedPtrField;
 using ::strait::v1::Tunnel;
@@ -60,6 +85,27 @@ class Checker {
       return std::nullopt;
     }
     return *ip;
+  }
+
+  void CertificateAuth(const std::string& field, const strait::v1::CertificateAuth& cert) {
+    if (cert.ca_certificates().empty()) {
+      Add(field + ".caCertificates", "is required: the PEM CA certificates of the peer");
+    } else {
+      const int count = CountPemCertificates(cert.ca_certificates());
+      if (count < 0) {
+        Add(field + ".caCertificates",
+            "does not parse as PEM X.509 certificates (-----BEGIN CERTIFICATE----- ...)");
+      } else if (count == 0) {
+        Add(field + ".caCertificates", "holds no certificate");
+      }
+    }
+    for (const auto& [name, path] :
+         {std::pair<const char*, const std::string&>{"certificateFile", cert.certificate_file()},
+          {"privateKeyFile", cert.private_key_file()}}) {
+      if (!path.empty() && path[0] != '/') {
+        Add(absl::StrCat(field, ".", name), absl::StrCat("\"", path, "\" is not an absolute path"));
+      }
+    }
   }
 
   void Identity(const std::string& field, const std::string& value) {
@@ -364,7 +410,12 @@ std::vector<FieldViolation> ValidateTunnel(const Tunnel& tunnel, const Validatio
   }
 
   // Authentication. The key itself never appears in a message.
-  if (!spec.auth().has_psk() || spec.auth().psk().value().empty()) {
+  if (spec.auth().has_certificate()) {
+    check.CertificateAuth("spec.auth.certificate", spec.auth().certificate());
+  } else if (!spec.auth().has_psk()) {
+    check.Add("spec.auth",
+              "is required: psk (a pre-shared key of at least 16 characters) or certificate");
+  } else if (spec.auth().psk().value().empty()) {
     check.Add("spec.auth.psk", "is required: a pre-shared key of at least 16 characters");
   } else if (spec.auth().psk().value().size() < kMinPskLength) {
     check.Add("spec.auth.psk",

@@ -406,10 +406,51 @@ TEST(ValidateTunnelTest, RejectsEmptyKindWithoutDefaults) {
 TEST(ValidateTunnelTest, RejectsMissingPsk) {
   Tunnel t = BaseTunnel();
   t.mutable_spec()->clear_auth();
-  EXPECT_THAT(Validate(t), ElementsAre(Violation("spec.auth.psk", "is required")));
+  EXPECT_THAT(Validate(t), ElementsAre(Violation("spec.auth", "is required: psk")));
   // Only a fingerprint (a tunnel as read back) is no key either.
   t.mutable_spec()->mutable_auth()->mutable_psk()->set_fingerprint("sha256:0123");
   EXPECT_THAT(Validate(t), ElementsAre(Violation("spec.auth.psk", "is required")));
+}
+
+// A self-signed P-256 CA certificate ("CN=Strait Test CA").
+constexpr char kCaPem[] = R"(-----BEGIN CERTIFICATE-----
+MIIBhjCCAS2gAwIBAgIUNsoHYyDNOuv5zrhpOl/bRKw95xwwCgYIKoZIzj0EAwIw
+GTEXMBUGA1UEAwwOU3RyYWl0IFRlc3QgQ0EwHhcNMjYxMTI3MDUwMzUyWhcNMzYx
+MTI0MDUwMzUyWjAZMRcwFQYDVQQDDA5TdHJhaXQgVGVzdCBDQTBZMBMGByqGSM49
+AgEGCCqGSM49AwEHA0IABEijzVGGR4NM+aqozgTKLs/ryC6aY3GhMBZmnQ/KvuV8
+EEf+Z0n+Mj7y4duX003H9BAX6IZ5XASQLh6nvnxZVMijUzBRMB0GA1UdDgQWBBSG
+NnLukcVC7xS9HqU4lOU0xrhpQDAfBgNVHSMEGDAWgBSGNnLukcVC7xS9HqU4lOU0
+xrhpQDAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0cAMEQCIArOj6HEST4z
+dBpGOY06T4E1ByF8qMJbNhRKIauU/xA5AiAZkoCtcP3M6W0Avqgjl24Cxge5y3+v
+RBJeMH6FLQULrQ==
+-----END CERTIFICATE-----
+)";
+
+TEST(ValidateTunnelTest, AcceptsCertificateAuth) {
+  Tunnel t = BaseTunnel();
+  strait::v1::CertificateAuth* cert = t.mutable_spec()->mutable_auth()->mutable_certificate();
+  cert->set_ca_certificates(kCaPem);
+  cert->set_certificate_file("/etc/strait/ike.crt");
+  cert->set_private_key_file("/etc/strait/ike.key");
+  EXPECT_THAT(Validate(t), IsEmpty());
+}
+
+TEST(ValidateTunnelTest, RejectsBadCertificateAuth) {
+  Tunnel t = BaseTunnel();
+  strait::v1::CertificateAuth* cert = t.mutable_spec()->mutable_auth()->mutable_certificate();
+  EXPECT_THAT(Validate(t),
+              ElementsAre(Violation("spec.auth.certificate.caCertificates", "is required")));
+  cert->set_ca_certificates(
+      "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n");
+  EXPECT_THAT(Validate(t),
+              ElementsAre(Violation("spec.auth.certificate.caCertificates", "does not parse")));
+  cert->set_ca_certificates("just text");
+  EXPECT_THAT(Validate(t), ElementsAre(Violation("spec.auth.certificate.caCertificates",
+                                                 "holds no certificate")));
+  cert->set_ca_certificates(kCaPem);
+  cert->set_private_key_file("ike.key");
+  EXPECT_THAT(Validate(t), ElementsAre(Violation("spec.auth.certificate.privateKeyFile",
+                                                 "not an absolute path")));
 }
 
 TEST(ValidateTunnelTest, RejectsShortPsk) {

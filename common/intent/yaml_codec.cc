@@ -200,6 +200,24 @@ absl::Status DecodePsk(const YAML::Node& node, const std::string& path,
   return absl::OkStatus();
 }
 
+absl::Status DecodeCertificateAuth(const YAML::Node& node, const std::string& path,
+                                   strait::v1::CertificateAuth* cert) {
+  return ForEachField(node, path,
+                      [cert](const std::string& key, const YAML::Node& value,
+                             const std::string& field) -> absl::Status {
+                        if (key == "caCertificates") {
+                          ASSIGN_OR_RETURN(*cert->mutable_ca_certificates(), String(value, field));
+                        } else if (key == "certificateFile") {
+                          ASSIGN_OR_RETURN(*cert->mutable_certificate_file(), String(value, field));
+                        } else if (key == "privateKeyFile") {
+                          ASSIGN_OR_RETURN(*cert->mutable_private_key_file(), String(value, field));
+                        } else {
+                          return UnknownField(field);
+                        }
+                        return absl::OkStatus();
+                      });
+}
+
 absl::Status DecodeAuth(const YAML::Node& node, const std::string& path, strait::v1::Auth* auth) {
   return ForEachField(node, path,
                       [auth](const std::string& key, const YAML::Node& value,
@@ -208,7 +226,16 @@ absl::Status DecodeAuth(const YAML::Node& node, const std::string& path, strait:
                           if (value.IsNull()) {
                             return absl::OkStatus();
                           }
+                          if (auth->has_certificate()) {
+                            return FieldError(field, "give either psk or certificate, not both");
+                          }
                           return DecodePsk(value, field, auth->mutable_psk());
+                        }
+                        if (key == "certificate") {
+                          if (auth->has_psk()) {
+                            return FieldError(field, "give either psk or certificate, not both");
+                          }
+                          return DecodeCertificateAuth(value, field, auth->mutable_certificate());
                         }
                         return UnknownField(field);
                       });
@@ -441,6 +468,17 @@ void EmitSpec(YAML::Emitter& out, const strait::v1::TunnelSpec& spec) {
     out << YAML::Key << "psk" << YAML::Value << YAML::Flow << YAML::BeginMap;
     out << YAML::Key << "redacted" << YAML::Value << true;
     EmitString(out, "fingerprint", spec.auth().psk().fingerprint());
+    out << YAML::EndMap << YAML::EndMap;
+  } else if (spec.auth().has_certificate()) {
+    const strait::v1::CertificateAuth& cert = spec.auth().certificate();
+    out << YAML::Key << "auth" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "certificate" << YAML::Value << YAML::BeginMap;
+    if (!cert.ca_certificates().empty()) {
+      out << YAML::Key << "caCertificates" << YAML::Value << YAML::Literal
+          << cert.ca_certificates();
+    }
+    EmitString(out, "certificateFile", cert.certificate_file());
+    EmitString(out, "privateKeyFile", cert.private_key_file());
     out << YAML::EndMap << YAML::EndMap;
   }
   if (spec.has_ike()) {

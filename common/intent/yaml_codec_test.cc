@@ -455,5 +455,50 @@ TEST(FormatDurationTest, UsesTheParsersSyntax) {
   EXPECT_EQ(FormatDuration(google::protobuf::Duration()), "0s");
 }
 
+TEST(ParseTunnelsYamlTest, CertificateAuthRoundTrips) {
+  const std::string yaml = R"yaml(kind: Tunnel
+metadata: {name: to-gw}
+spec:
+  node: node-a
+  local: {address: 192.0.2.1, id: "C=CH, O=Strait, CN=node-a", trafficSelectors: [10.1.0.0/24]}
+  remote: {address: 192.0.2.9, id: gw.example.com, trafficSelectors: [10.9.0.0/24]}
+  auth:
+    certificate:
+      caCertificates: |
+        -----BEGIN CERTIFICATE-----
+        MIIB
+        -----END CERTIFICATE-----
+      certificateFile: /etc/strait/ike.crt
+      privateKeyFile: /etc/strait/ike.key
+)yaml";
+  auto tunnels = ParseTunnelsYaml(yaml);
+  ASSERT_TRUE(tunnels.ok()) << tunnels.status();
+  ASSERT_EQ(tunnels->size(), 1u);
+  const strait::v1::CertificateAuth& cert = (*tunnels)[0].spec().auth().certificate();
+  EXPECT_EQ(cert.ca_certificates(),
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+  EXPECT_EQ(cert.certificate_file(), "/etc/strait/ike.crt");
+  EXPECT_EQ(cert.private_key_file(), "/etc/strait/ike.key");
+  EXPECT_EQ((*tunnels)[0].spec().local().id(), "C=CH, O=Strait, CN=node-a");
+
+  auto again = ParseTunnelsYaml(TunnelToYaml((*tunnels)[0]));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ((*again)[0].spec().auth().SerializeAsString(),
+            (*tunnels)[0].spec().auth().SerializeAsString());
+}
+
+TEST(ParseTunnelsYamlTest, RefusesPskAndCertificateTogether) {
+  auto tunnels = ParseTunnelsYaml(R"yaml(kind: Tunnel
+metadata: {name: both}
+spec:
+  auth:
+    psk: "0123456789abcdef0123"
+    certificate: {caCertificates: x}
+)yaml");
+  ASSERT_FALSE(tunnels.ok());
+  EXPECT_THAT(tunnels.status().message(),
+              HasSubstr("spec.auth.certificate: give either psk or certificate, not both"));
+}
+
 }  // namespace
 }  // namespace strait::intent
