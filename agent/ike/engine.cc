@@ -3,6 +3,10 @@
 #include <openssl/rand.h>
 
 #include <cstdlib>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace strait::ike {
 
@@ -10,7 +14,33 @@ bool operator==(const Endpoint& a, const Endpoint& b) {
   return a.address == b.address && a.port == b.port;
 }
 bool operator==(const Identity& a, const Identity& b) {
-  return a.type == b.type && a.value == b.value;
+  if (a.type != b.type) return false;
+  if (a.type == IdentityType::kDerAsn1Dn) return SameDistinguishedName(a.value, b.value);
+  return a.value == b.value;
+}
+
+std::string IdentityText(const Identity& id) {
+  switch (id.type) {
+    case IdentityType::kIpv4:
+      if (id.value.size() == 4) return absl::StrJoin(id.value, ".");
+      break;
+    case IdentityType::kIpv6:
+      if (id.value.size() == 16) {
+        std::string out;
+        for (size_t i = 0; i < 16; i += 2) {
+          absl::StrAppend(&out, i == 0 ? "" : ":",
+                          absl::Hex(static_cast<unsigned>(id.value[i] << 8 | id.value[i + 1])));
+        }
+        return out;
+      }
+      break;
+    case IdentityType::kFqdn:
+    case IdentityType::kRfc822:
+      return std::string(id.value.begin(), id.value.end());
+    case IdentityType::kDerAsn1Dn:
+      return DistinguishedNameText(id.value);
+  }
+  return absl::StrCat("<ID type ", static_cast<int>(id.type), ">");
 }
 bool operator==(const AlgorithmProposal& a, const AlgorithmProposal& b) {
   return a.encr_id == b.encr_id && a.key_bits == b.key_bits && a.integ_id == b.integ_id &&

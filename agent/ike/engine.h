@@ -7,8 +7,8 @@
 // threads, no wall clock: the clock and the random source are injected, so
 // two engines wired together in memory run deterministically.
 //
-// This slice covers IKE_SA_INIT + IKE_AUTH with PSK authentication and the
-// first CHILD SA, as initiator or responder. Not a thread-safe object: the
+// This slice covers IKE_SA_INIT + IKE_AUTH with PSK or certificate
+// authentication and the first CHILD SA, as initiator or responder. Not a thread-safe object: the
 // I/O loop that owns it calls it from one thread.
 
 #include <cstdint>
@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "agent/ike/cert_auth.h"
 #include "agent/ike/message.h"
 #include "common/clock.h"
 #include "common/secret.h"
@@ -40,13 +41,17 @@ enum class IdentityType : uint8_t {
   kFqdn = 2,
   kRfc822 = 3,
   kIpv6 = 5,
+  kDerAsn1Dn = 9,
 };
 
 struct Identity {
   IdentityType type = IdentityType::kFqdn;
-  Bytes value;  // The ID data as sent: 4/16 address bytes, or the name.
+  Bytes value;  // The ID data as sent: 4/16 address bytes, the name, or DER.
 };
+// Same type and value; DNs compare as names (X509_NAME_cmp), not bytes.
 bool operator==(const Identity& a, const Identity& b);
+// "10.0.0.1", "moon.example.com", "C=CH, O=Strait, CN=moon".
+std::string IdentityText(const Identity& id);
 
 // One proposal: IANA transform IDs. For IKE all fields count; for ESP
 // `prf_id` is ignored and `dh_group` (PFS) is not used by IKE_AUTH, which
@@ -76,7 +81,14 @@ struct EngineConfig {
   Endpoint remote;
   Identity local_id;
   Identity remote_id;
+  // Authentication: a PSK, or certificates (both of `credentials` and
+  // `trust_anchors`; `psk` is then unused). The peer must use the same kind.
   Secret psk;
+  std::shared_ptr<const LocalCredentials> credentials;
+  std::shared_ptr<const TrustAnchors> trust_anchors;
+  // Initiator: send INITIAL_CONTACT (RFC 7296 §2.4), telling the peer that
+  // we hold no other IKE SA with it, so it may drop any it still has.
+  bool initial_contact = true;
   // In order of preference; the responder picks the first local proposal
   // that the initiator offers, whatever the initiator's order.
   std::vector<AlgorithmProposal> ike_proposals;
@@ -144,6 +156,12 @@ struct EngineEvent {
   // kIkeSaEstablished: NAT detection (RFC 7296 §2.23).
   bool local_behind_nat = false;
   bool remote_behind_nat = false;
+  // kIkeSaEstablished: the peer's authenticated identity and how it
+  // authenticated ("psk", "ecdsa-with-SHA384", "sha256WithRSAEncryption",
+  // "rsa-pkcs1-sha1", ...), and whether it sent INITIAL_CONTACT.
+  std::string remote_identity;
+  std::string auth_method;
+  bool initial_contact = false;
   // kChildSaEstablished.
   uint32_t child_inbound_spi = 0;
   uint32_t child_outbound_spi = 0;

@@ -17,7 +17,20 @@ absl::Status ValidateConfig(const EngineConfig& c) {
   if (!valid_address(c.local.address) || !valid_address(c.remote.address)) {
     return absl::InvalidArgumentError("local and remote addresses must be IPv4 or IPv6");
   }
-  if (c.psk.empty()) return absl::InvalidArgumentError("empty PSK");
+  if ((c.credentials == nullptr) != (c.trust_anchors == nullptr)) {
+    return absl::InvalidArgumentError(
+        "certificate auth needs both credentials and CA certificates");
+  }
+  if (c.credentials == nullptr && c.psk.empty()) return absl::InvalidArgumentError("empty PSK");
+  if (c.credentials != nullptr) {
+    if (absl::Status s =
+            c.credentials->CheckIdentity(static_cast<uint8_t>(c.local_id.type), c.local_id.value);
+        !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("local identity \"", IdentityText(c.local_id),
+                       "\" is not in our certificate: ", s.message()));
+    }
+  }
   if (c.local_id.value.empty() || c.remote_id.value.empty()) {
     return absl::InvalidArgumentError("empty identity");
   }
@@ -132,7 +145,7 @@ absl::Status EngineImpl::SendInitRequest() {
 }
 
 absl::Status EngineImpl::SendAuthRequest() {
-  auth_task_ = std::make_unique<IkeAuthTask>(sa_, config_, random_);
+  auth_task_ = std::make_unique<IkeAuthTask>(sa_, config_, random_, clock_);
   Message m;
   m.header = Header(kExchangeIkeAuth, 1, false);
   RETURN_IF_ERROR(auth_task_->Build(m));
@@ -140,6 +153,17 @@ absl::Status EngineImpl::SendAuthRequest() {
   SendRequest(std::move(bytes), kExchangeIkeAuth, 1);
   state_ = State::kAuthSent;
   return absl::OkStatus();
+}
+
+void EngineImpl::SendAuthenticationFailed() {
+  // RFC 7296 §2.21.2: the responder believes the IKE SA is up; tell it.
+  // Sent once: we keep no state to retransmit it with.
+  Message m;
+  m.header = Header(kExchangeInformational, 2, false);
+  NotifyPayload n;
+  n.type = kNotifyAuthenticationFailed;
+  m.payloads.push_back(MakePayload(kPayloadNotify, std::move(n)));
+  if (absl::StatusOr<Bytes> bytes = Encode(m); bytes.ok()) Send(*std::move(bytes));
 }
 
 absl::Status EngineImpl::Initiate() {
@@ -180,6 +204,13 @@ void EngineImpl::ReportIkeSa() {
   e.algorithms = sa_.algorithms;
   e.local_behind_nat = sa_.local_behind_nat;
   e.remote_behind_nat = sa_.remote_behind_nat;
+  e.remote_identity = auth_task_->remote_identity();
+  e.auth_method = auth_task_->auth_method();
+  e.initial_contact = auth_task_->peer_initial_contact();
+  LOG_INFO("IKE SA established")
+      .With("initiator", sa_.initiator)
+      .With("peer", e.remote_identity)
+      .With("auth", e.auth_method);
   events_.push_back(std::move(e));
 }
 
@@ -278,6 +309,7 @@ void EngineImpl::HandleResponse(const Message& m, absl::Span<const uint8_t> data
   pending_ = false;
   const TaskResult r = auth_task_->Process(*plain);
   if (auth_task_->authenticated()) ReportIkeSa();
+  if (auth_task_->peer_auth_failed()) SendAuthenticationFailed();
   if (r.kind != TaskResult::Kind::kDone) {
     Fail(r.reason, r.detail);
     return;
@@ -319,7 +351,38 @@ void EngineImpl::HandleRequest(const Message& m, absl::Span<const uint8_t> datag
     HandleAuthRequest(m, datagram);
     return;
   }
+  if (ours && state_ == State::kEstablished && m.header.exchange_type == kExchangeInformational &&
+      m.header.message_id == 2) {
+    HandleAuthFailedNotice(m, datagram);
+    return;
+  }
   ++counters_.unexpected_dropped;
+}
+
+void EngineImpl::HandleAuthFailedNotice(const Message& m, absl::Span<const uint8_t> datagram) {
+  // The one INFORMATIONAL this slice acts on: the initiator refusing our
+  // AUTH after we answered its IKE_AUTH (RFC 7296 §2.21.2). Anything else
+  // waits for the INFORMATIONAL exchange proper.
+  absl::StatusOr<Message> plain = Decrypt(m, datagram);
+  if (!plain.ok()) {
+    ++counters_.undecryptable_dropped;
+    return;
+  }
+  bool auth_failed = false;
+  for (const Payload& p : plain->payloads) {
+    const auto* n = std::get_if<NotifyPayload>(&p.body);
+    if (n != nullptr && n->type == kNotifyAuthenticationFailed) auth_failed = true;
+  }
+  if (!auth_failed) {
+    ++counters_.unexpected_dropped;
+    return;
+  }
+  Message response;
+  response.header = Header(kExchangeInformational, 2, true);
+  if (absl::StatusOr<Bytes> bytes = Encode(response); bytes.ok()) {
+    SendResponse(*std::move(bytes), datagram, 2);
+  }
+  Fail(FailureReason::kAuthenticationFailed, "peer refused our authentication");
 }
 
 void EngineImpl::HandleInitRequest(const Message& m, absl::Span<const uint8_t> datagram,
@@ -381,7 +444,7 @@ void EngineImpl::HandleAuthRequest(const Message& m, absl::Span<const uint8_t> d
     ++counters_.undecryptable_dropped;
     return;
   }
-  auth_task_ = std::make_unique<IkeAuthTask>(sa_, config_, random_);
+  auth_task_ = std::make_unique<IkeAuthTask>(sa_, config_, random_, clock_);
   const TaskResult r = auth_task_->Process(*plain);
   Message response;
   response.header = Header(kExchangeIkeAuth, 1, true);

@@ -65,12 +65,14 @@ class EngineImpl : public Engine {
   void SendResponse(Bytes bytes, absl::Span<const uint8_t> request, uint32_t message_id);
   absl::Status SendInitRequest();
   absl::Status SendAuthRequest();
+  void SendAuthenticationFailed();
 
   void HandleResponse(const Message& m, absl::Span<const uint8_t> datagram, const Endpoint& from);
   void HandleRequest(const Message& m, absl::Span<const uint8_t> datagram, const Endpoint& from);
   void HandleInitRequest(const Message& m, absl::Span<const uint8_t> datagram,
                          const Endpoint& from);
   void HandleAuthRequest(const Message& m, absl::Span<const uint8_t> datagram);
+  void HandleAuthFailedNotice(const Message& m, absl::Span<const uint8_t> datagram);
 
   void Fail(FailureReason reason, absl::string_view detail);
   void ReportIkeSa();

@@ -12,13 +12,18 @@
 #include "agent/ike/engine_impl.h"
 #include "agent/ike/engine_proposal.h"
 #include "agent/ike/message.h"
+#include "agent/ike/test_pki.h"
 #include "common/clock.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace strait::ike {
 namespace {
 
 using Kind = EngineEvent::Kind;
+using ::testing::HasSubstr;
+using testing::KeyType;
+using testing::TestCa;
 
 class SeededRandom : public RandomSource {
  public:
@@ -77,6 +82,9 @@ struct Side {
   // Overrides local_id / remote_id (FQDNs) with other identity types.
   std::optional<Identity> local_identity;
   std::optional<Identity> remote_identity;
+  // Certificate authentication instead of the PSK.
+  std::shared_ptr<const LocalCredentials> credentials;
+  std::shared_ptr<const TrustAnchors> anchors;
 };
 
 EngineConfig MakeConfig(const Side& side, const Endpoint& local, const Endpoint& remote) {
@@ -88,6 +96,8 @@ EngineConfig MakeConfig(const Side& side, const Endpoint& local, const Endpoint&
   if (side.local_identity.has_value()) c.local_id = *side.local_identity;
   if (side.remote_identity.has_value()) c.remote_id = *side.remote_identity;
   c.psk = Secret(side.psk);
+  c.credentials = side.credentials;
+  c.trust_anchors = side.anchors;
   auto ike = ParseAlgorithmProposals(side.ike, intent::ProposalKind::kIke);
   auto esp = ParseAlgorithmProposals(side.esp, intent::ProposalKind::kEsp);
   EXPECT_TRUE(ike.ok()) << ike.status();
@@ -108,7 +118,8 @@ class Pair {
   enum class Fate { kDeliver, kDrop, kDuplicate };
   using Filter = std::function<Fate(bool from_initiator, int index, const Bytes& data)>;
 
-  Pair(Side initiator, Side responder, uint64_t seed = 1, bool ipv6 = false)
+  Pair(Side initiator, Side responder, uint64_t seed = 1, bool ipv6 = false,
+       absl::Duration clock_offset = absl::ZeroDuration())
       : random_i_(seed), random_r_(seed ^ 0x5eed) {
     auto left_net = Range(V4(10, 1, 0, 0), V4(10, 1, 255, 255));
     auto right_net = Range(V4(10, 2, 0, 0), V4(10, 2, 255, 255));
@@ -128,6 +139,7 @@ class Pair {
     if (responder.remote_ts.empty()) responder.remote_ts = {left_net};
     Endpoint local_i = ep_i_;
     if (!initiator.private_address.empty()) local_i.address = initiator.private_address;
+    clock_.Advance(clock_offset);
     auto i = CreateEngine(MakeConfig(initiator, local_i, ep_r_), clock_, random_i_, sink_i_);
     auto r = CreateEngine(MakeConfig(responder, ep_r_, ep_i_), clock_, random_r_, sink_r_);
     EXPECT_TRUE(i.ok()) << i.status();
@@ -626,6 +638,167 @@ TEST(EngineTest, RandomLossAndDuplicationConverges) {
   }
   // 30% loss per datagram with five tries each way: nearly all converge.
   EXPECT_GT(established, 180);
+}
+
+// --- Certificates ---
+
+// The engines' fake clock starts here; certificates are valid a year around.
+const absl::Time kCertEpoch = FakeClock().Now();
+
+struct Pki {
+  TestCa ca{"Strait Test CA", kCertEpoch - absl::Hours(24), kCertEpoch + absl::Hours(24 * 365)};
+  TestCa rogue{"Rogue CA", kCertEpoch - absl::Hours(24), kCertEpoch + absl::Hours(24 * 365)};
+
+  std::shared_ptr<const TrustAnchors> anchors() const {
+    auto a = TrustAnchors::FromPem(ca.certificate_pem());
+    EXPECT_TRUE(a.ok()) << a.status();
+    return a.ok() ? *a : nullptr;
+  }
+  static std::shared_ptr<const LocalCredentials> Credentials(const TestCa& issuer,
+                                                             const std::string& name,
+                                                             KeyType type) {
+    testing::IssuedCertificate c =
+        issuer.Issue(name, {"DNS:" + name}, type, kCertEpoch - absl::Hours(1),
+                     kCertEpoch + absl::Hours(24 * 30));
+    auto credentials = LocalCredentials::FromPem(c.certificate_pem, Secret(c.private_key_pem));
+    EXPECT_TRUE(credentials.ok()) << credentials.status();
+    return credentials.ok() ? *credentials : nullptr;
+  }
+};
+
+const Pki& TestPki() {
+  static const Pki* pki = new Pki;
+  return *pki;
+}
+
+Side CertSide(const std::string& name, KeyType type, const TestCa* issuer = nullptr) {
+  Side side;
+  side.psk.clear();
+  side.credentials = Pki::Credentials(issuer != nullptr ? *issuer : TestPki().ca, name, type);
+  side.anchors = TestPki().anchors();
+  return side;
+}
+
+struct CertCase {
+  KeyType initiator;
+  KeyType responder;
+  const char* initiator_auth;  // As the responder reports it.
+  const char* responder_auth;
+};
+
+class EngineCertTest : public ::testing::TestWithParam<CertCase> {};
+
+TEST_P(EngineCertTest, EstablishesWithRfc7427Signatures) {
+  Side i = CertSide("left.example", GetParam().initiator);
+  Side r = CertSide("right.example", GetParam().responder);
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run());
+  ExpectEstablished(pair);
+  const EngineEvent* ike_i = pair.FindEvent(true, Kind::kIkeSaEstablished);
+  const EngineEvent* ike_r = pair.FindEvent(false, Kind::kIkeSaEstablished);
+  EXPECT_EQ(ike_i->remote_identity, "right.example");
+  EXPECT_EQ(ike_r->remote_identity, "left.example");
+  EXPECT_EQ(ike_r->auth_method, GetParam().initiator_auth);
+  EXPECT_EQ(ike_i->auth_method, GetParam().responder_auth);
+  EXPECT_TRUE(ike_r->initial_contact);
+}
+
+INSTANTIATE_TEST_SUITE_P(Keys, EngineCertTest,
+                         ::testing::Values(CertCase{KeyType::kEcdsaP256, KeyType::kEcdsaP256,
+                                                    "ecdsa-with-SHA256", "ecdsa-with-SHA256"},
+                                           CertCase{KeyType::kEcdsaP256, KeyType::kEcdsaP384,
+                                                    "ecdsa-with-SHA256", "ecdsa-with-SHA384"},
+                                           CertCase{KeyType::kEcdsaP521, KeyType::kRsa2048,
+                                                    "ecdsa-with-SHA512", "sha512WithRSAEncryption"},
+                                           CertCase{KeyType::kRsa2048, KeyType::kEcdsaP256,
+                                                    "sha512WithRSAEncryption",
+                                                    "ecdsa-with-SHA256"}));
+
+TEST(EngineCertTest, DistinguishedNameIdentities) {
+  Side i = CertSide("left.example", KeyType::kEcdsaP256);
+  Side r = CertSide("right.example", KeyType::kEcdsaP256);
+  auto left_dn = ParseDistinguishedName("O=Strait Test, CN=left.example");
+  auto right_dn = ParseDistinguishedName("O=Strait Test, CN=right.example");
+  ASSERT_TRUE(left_dn.ok() && right_dn.ok());
+  i.local_identity = r.remote_identity = Identity{IdentityType::kDerAsn1Dn, *left_dn};
+  r.local_identity = i.remote_identity = Identity{IdentityType::kDerAsn1Dn, *right_dn};
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run());
+  ExpectEstablished(pair);
+  EXPECT_EQ(pair.FindEvent(true, Kind::kIkeSaEstablished)->remote_identity,
+            DistinguishedNameText(*right_dn));
+}
+
+TEST(EngineCertTest, UntrustedResponderFailsOnBothSides) {
+  Side i = CertSide("left.example", KeyType::kEcdsaP256);
+  Side r = CertSide("right.example", KeyType::kEcdsaP256, &TestPki().rogue);
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run());
+  EXPECT_EQ(pair.Failure(true), FailureReason::kAuthenticationFailed);
+  EXPECT_THAT(pair.FindEvent(true, Kind::kFailed)->detail, HasSubstr("not trusted"));
+  // Told by the initiator's INFORMATIONAL, the responder fails too.
+  EXPECT_EQ(pair.Failure(false), FailureReason::kAuthenticationFailed);
+  EXPECT_EQ(pair.responder().state(), Engine::State::kFailed);
+  EXPECT_TRUE(pair.sink_i().installed.empty());
+}
+
+TEST(EngineCertTest, UntrustedInitiatorFailsOnBothSides) {
+  Side i = CertSide("left.example", KeyType::kEcdsaP256, &TestPki().rogue);
+  Side r = CertSide("right.example", KeyType::kEcdsaP256);
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run());
+  EXPECT_EQ(pair.Failure(false), FailureReason::kAuthenticationFailed);
+  EXPECT_EQ(pair.Failure(true), FailureReason::kAuthenticationFailed);
+  EXPECT_TRUE(pair.sink_r().installed.empty());
+}
+
+TEST(EngineCertTest, IdentityNotInCertificateIsMismatch) {
+  // The responder's certificate is for right.example, which it claims;
+  // the initiator wants someone else.
+  Side i = CertSide("left.example", KeyType::kEcdsaP256);
+  Side r = CertSide("right.example", KeyType::kEcdsaP256);
+  i.remote_id = "other.example";
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run());
+  EXPECT_EQ(pair.Failure(true), FailureReason::kPeerIdentityMismatch);
+  EXPECT_EQ(pair.Failure(false), FailureReason::kAuthenticationFailed);
+}
+
+TEST(EngineCertTest, ExpiredCertificateIsRefused) {
+  Side i = CertSide("left.example", KeyType::kEcdsaP256);
+  Side r = CertSide("right.example", KeyType::kEcdsaP256);
+  // Past the end-entity certificates' 30 days, within the CA's year.
+  Pair pair(i, r, 1, false, absl::Hours(24 * 60));
+  ASSERT_TRUE(pair.Run());
+  EXPECT_EQ(pair.Failure(false), FailureReason::kAuthenticationFailed);
+  EXPECT_THAT(pair.FindEvent(false, Kind::kFailed)->detail, HasSubstr("expired"));
+}
+
+TEST(EngineCertTest, PskPeerOfCertificateTunnelFails) {
+  Side i;  // PSK.
+  Side r = CertSide("right.example", KeyType::kEcdsaP256);
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run());
+  EXPECT_EQ(pair.Failure(false), FailureReason::kAuthenticationFailed);
+  EXPECT_THAT(pair.FindEvent(false, Kind::kFailed)->detail, HasSubstr("PSK"));
+  EXPECT_EQ(pair.Failure(true), FailureReason::kAuthenticationFailed);
+}
+
+TEST(EngineCertTest, LocalIdentityMustBeInOurCertificate) {
+  Side side = CertSide("left.example", KeyType::kEcdsaP256);
+  side.local_id = "not-mine.example";
+  side.remote_id = "right.example";
+  side.local_ts = {Range(V4(10, 1, 0, 0), V4(10, 1, 0, 255))};
+  side.remote_ts = {Range(V4(10, 2, 0, 0), V4(10, 2, 0, 255))};
+  FakeClock clock;
+  SeededRandom random(1);
+  RecordingSink sink;
+  auto engine = CreateEngine(
+      MakeConfig(side, Endpoint{V4(192, 0, 2, 1), 500}, Endpoint{V4(192, 0, 2, 2), 500}), clock,
+      random, sink);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(engine.status().message(), HasSubstr("not-mine.example"));
 }
 
 }  // namespace

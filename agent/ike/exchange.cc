@@ -2,6 +2,8 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/x509.h>
 
 #include <algorithm>
 #include <map>
@@ -15,7 +17,6 @@ namespace strait::ike {
 namespace {
 
 constexpr size_t kNonceSize = 32;
-constexpr uint8_t kAuthMethodSharedKey = 2;
 
 uint32_t RandomSpi32(RandomSource& random) {
   uint32_t spi = 0;
@@ -287,6 +288,27 @@ bool ValidTrafficSelector(const TrafficSelectorRange& r) {
 
 namespace {
 
+constexpr uint16_t kSupportedHashes[] = {kHashSha256, kHashSha384, kHashSha512};
+
+// The peer's SIGNATURE_HASH_ALGORITHMS list, keeping the ones we support.
+std::vector<uint16_t> PeerHashAlgorithms(const Message& m) {
+  std::vector<uint16_t> out;
+  const NotifyPayload* n = FindNotify(m, kNotifySignatureHashAlgorithms);
+  if (n == nullptr) return out;
+  for (size_t i = 0; i + 1 < n->data.size(); i += 2) {
+    const uint16_t h = static_cast<uint16_t>(n->data[i] << 8 | n->data[i + 1]);
+    if (std::find(std::begin(kSupportedHashes), std::end(kSupportedHashes), h) !=
+            std::end(kSupportedHashes) &&
+        std::find(out.begin(), out.end(), h) == out.end()) {
+      out.push_back(h);
+    }
+  }
+  // A list without any hash we support still says "RFC 7427 spoken here";
+  // keep SHA-256, which RFC 8247 makes mandatory, so we sign with method 14.
+  if (out.empty()) out.push_back(kHashSha256);
+  return out;
+}
+
 IdPayload IdOf(const Identity& id) {
   IdPayload p;
   p.id_type = static_cast<uint8_t>(id.type);
@@ -324,11 +346,26 @@ absl::Status IkeSaInitTask::Build(Message& m) {
   ke.data = BytesOf(sa_.dh->public_value());
   m.payloads.push_back(MakePayload(kPayloadKe, std::move(ke)));
   m.payloads.push_back(MakePayload(kPayloadNonce, NoncePayload{sa_.initiator ? sa_.ni : sa_.nr}));
+  if (!sa_.initiator && config_.trust_anchors != nullptr) {
+    m.payloads.push_back(MakePayload(
+        kPayloadCertReq,
+        CertPayload{kCertEncodingX509Signature, config_.trust_anchors->certreq_data()}));
+  }
   const uint64_t spi_r = sa_.initiator ? 0 : sa_.spi_r;
   m.payloads.push_back(
       MakeNotify(kNotifyNatDetectionSourceIp, NatDetectionHash(sa_.spi_i, spi_r, config_.local)));
   m.payloads.push_back(MakeNotify(kNotifyNatDetectionDestinationIp,
                                   NatDetectionHash(sa_.spi_i, spi_r, config_.remote)));
+  // RFC 7427 §4: the hashes we accept in Digital Signature AUTH. A
+  // responder only answers an initiator that offered its own list.
+  if (sa_.initiator || !sa_.peer_hash_algorithms.empty()) {
+    Bytes hashes;
+    for (uint16_t h : kSupportedHashes) {
+      hashes.push_back(static_cast<uint8_t>(h >> 8));
+      hashes.push_back(static_cast<uint8_t>(h));
+    }
+    m.payloads.push_back(MakeNotify(kNotifySignatureHashAlgorithms, std::move(hashes)));
+  }
   return absl::OkStatus();
 }
 
@@ -394,6 +431,7 @@ TaskResult IkeSaInitTask::ProcessRequest(const Message& m, const Endpoint& from)
   // garbage, not our failure.
   if (!DeriveSkKeys(sa_, AsStringView(ke->data)).ok()) return TaskResult::Ignore();
   CheckNat(m, from);
+  sa_.peer_hash_algorithms = PeerHashAlgorithms(m);
   return TaskResult::Done();
 }
 
@@ -447,21 +485,72 @@ TaskResult IkeSaInitTask::ProcessResponse(const Message& m, const Endpoint& from
     return TaskResult::Fail(FailureReason::kInternalError, s.ToString());
   }
   CheckNat(m, from);
+  sa_.peer_hash_algorithms = PeerHashAlgorithms(m);
   return TaskResult::Done();
 }
 
 // --- IKE_AUTH ---
+
+std::string AuthMethodName(uint8_t method, const Bytes& data) {
+  switch (method) {
+    case kAuthSharedKey:
+      return "psk";
+    case kAuthRsaSignature:
+      return "rsa-pkcs1-sha1";
+    case kAuthEcdsaSha256P256:
+      return "ecdsa-sha256-p256";
+    case kAuthEcdsaSha384P384:
+      return "ecdsa-sha384-p384";
+    case kAuthEcdsaSha512P521:
+      return "ecdsa-sha512-p521";
+    case kAuthDigitalSignature: {
+      if (data.empty() || data[0] + 1u > data.size()) break;
+      const unsigned char* p = data.data() + 1;
+      X509_ALGOR* alg = d2i_X509_ALGOR(nullptr, &p, data[0]);
+      if (alg == nullptr) break;
+      const ASN1_OBJECT* oid = nullptr;
+      X509_ALGOR_get0(&oid, nullptr, nullptr, alg);
+      const int nid = OBJ_obj2nid(oid);
+      std::string name = nid == NID_undef ? "digital-signature" : OBJ_nid2ln(nid);
+      X509_ALGOR_free(alg);
+      return name;
+    }
+    default:
+      break;
+  }
+  return absl::StrCat("auth-method-", method);
+}
 
 absl::Status IkeAuthTask::Build(Message& m) {
   if (!sa_.initiator && auth_failed_) {
     m.payloads.push_back(MakeNotify(kNotifyAuthenticationFailed));
     return absl::OkStatus();
   }
-  const IdPayload id = IdOf(config_.local_id);
-  ASSIGN_OR_RETURN(Secret auth, PskAuth(sa_, config_.psk, sa_.initiator, id));
+  const IdPayload id = LocalIdPayload();
   m.payloads.push_back(MakePayload(sa_.initiator ? kPayloadIdi : kPayloadIdr, id));
-  m.payloads.push_back(
-      MakePayload(kPayloadAuth, AuthPayload{kAuthMethodSharedKey, BytesOf(auth.view())}));
+  if (config_.credentials != nullptr) {
+    for (const Bytes& der : config_.credentials->chain_der()) {
+      m.payloads.push_back(MakePayload(kPayloadCert, CertPayload{kCertEncodingX509Signature, der}));
+    }
+  }
+  if (sa_.initiator && config_.initial_contact) {
+    m.payloads.push_back(MakeNotify(kNotifyInitialContact));
+  }
+  if (sa_.initiator && config_.trust_anchors != nullptr) {
+    m.payloads.push_back(MakePayload(
+        kPayloadCertReq,
+        CertPayload{kCertEncodingX509Signature, config_.trust_anchors->certreq_data()}));
+  }
+  if (config_.credentials != nullptr) {
+    ASSIGN_OR_RETURN(Bytes octets, SignedOctets(sa_, sa_.initiator, id));
+    ASSIGN_OR_RETURN(AuthSignature sig,
+                     config_.credentials->Sign(octets, sa_.peer_hash_algorithms));
+    m.payloads.push_back(MakePayload(kPayloadAuth, AuthPayload{sig.method, std::move(sig.data)}));
+  } else {
+    ASSIGN_OR_RETURN(Secret auth, PskAuth(sa_, config_.psk, sa_.initiator, id));
+    m.payloads.push_back(
+        MakePayload(kPayloadAuth, AuthPayload{kAuthSharedKey, BytesOf(auth.view())}));
+  }
   if (sa_.initiator) {
     if (child_.inbound_spi == 0) child_.inbound_spi = RandomSpi32(random_);
     SaPayload sa;
@@ -491,6 +580,17 @@ TaskResult IkeAuthTask::Process(const Message& m) {
   return sa_.initiator ? ProcessResponse(m) : ProcessRequest(m);
 }
 
+IdPayload IkeAuthTask::LocalIdPayload() const {
+  IdPayload id = IdOf(config_.local_id);
+  // Send the DN exactly as our certificate spells it, so that peers that
+  // compare DER (and not names) agree.
+  if (config_.local_id.type == IdentityType::kDerAsn1Dn && config_.credentials != nullptr) {
+    Bytes subject = config_.credentials->subject_der();
+    if (SameDistinguishedName(subject, id.data)) id.data = std::move(subject);
+  }
+  return id;
+}
+
 TaskResult IkeAuthTask::Authenticate(const Message& m) {
   const auto* id = Find<IdPayload>(m, sa_.initiator ? kPayloadIdr : kPayloadIdi);
   const auto* auth = Find<AuthPayload>(m, kPayloadAuth);
@@ -498,23 +598,81 @@ TaskResult IkeAuthTask::Authenticate(const Message& m) {
     auth_failed_ = true;
     return TaskResult::Fail(FailureReason::kAuthenticationFailed, "no ID or AUTH payload");
   }
-  if (id->id_type != static_cast<uint8_t>(config_.remote_id.type) ||
-      id->data != config_.remote_id.value) {
+  const Identity peer{static_cast<IdentityType>(id->id_type), id->data};
+  if (!(peer == config_.remote_id)) {
     auth_failed_ = true;
-    return TaskResult::Fail(FailureReason::kPeerIdentityMismatch,
-                            "peer identity is not the configured one");
+    return TaskResult::Fail(
+        FailureReason::kPeerIdentityMismatch,
+        absl::StrCat("peer identity \"", IdentityText(peer), "\" is not the configured \"",
+                     IdentityText(config_.remote_id), "\""));
   }
-  auto expected = PskAuth(sa_, config_.psk, !sa_.initiator, *id);
-  if (!expected.ok()) {
-    auth_failed_ = true;
-    return TaskResult::Fail(FailureReason::kInternalError, expected.status().ToString());
+  if (config_.trust_anchors != nullptr) {
+    TaskResult r = AuthenticateSignature(m, *id, *auth);
+    if (r.kind != TaskResult::Kind::kDone) {
+      auth_failed_ = true;
+      return r;
+    }
+  } else {
+    auto expected = PskAuth(sa_, config_.psk, !sa_.initiator, *id);
+    if (!expected.ok()) {
+      auth_failed_ = true;
+      return TaskResult::Fail(FailureReason::kInternalError, expected.status().ToString());
+    }
+    if (auth->method != kAuthSharedKey) {
+      auth_failed_ = true;
+      return TaskResult::Fail(
+          FailureReason::kAuthenticationFailed,
+          absl::StrCat("peer authenticated with ", AuthMethodName(auth->method, auth->data),
+                       ", but this tunnel uses a PSK"));
+    }
+    if (auth->data.size() != expected->size() ||
+        CRYPTO_memcmp(auth->data.data(), expected->view().data(), expected->size()) != 0) {
+      auth_failed_ = true;
+      return TaskResult::Fail(FailureReason::kAuthenticationFailed, "PSK AUTH does not verify");
+    }
   }
-  if (auth->method != kAuthMethodSharedKey || auth->data.size() != expected->size() ||
-      CRYPTO_memcmp(auth->data.data(), expected->view().data(), expected->size()) != 0) {
-    auth_failed_ = true;
-    return TaskResult::Fail(FailureReason::kAuthenticationFailed, "PSK AUTH does not verify");
-  }
+  remote_identity_ = IdentityText(peer);
+  auth_method_ = AuthMethodName(auth->method, auth->data);
+  peer_initial_contact_ = !sa_.initiator && FindNotify(m, kNotifyInitialContact) != nullptr;
   authenticated_ = true;
+  return TaskResult::Done();
+}
+
+TaskResult IkeAuthTask::AuthenticateSignature(const Message& m, const IdPayload& id,
+                                              const AuthPayload& auth) {
+  if (auth.method == kAuthSharedKey) {
+    return TaskResult::Fail(FailureReason::kAuthenticationFailed,
+                            "peer authenticated with a PSK, but this tunnel uses certificates");
+  }
+  std::vector<Bytes> chain;
+  for (const Payload& p : m.payloads) {
+    const auto* cert = std::get_if<CertPayload>(&p.body);
+    if (p.type == kPayloadCert && cert != nullptr && cert->encoding == kCertEncodingX509Signature) {
+      chain.push_back(cert->data);
+    }
+  }
+  if (chain.empty()) {
+    return TaskResult::Fail(FailureReason::kAuthenticationFailed, "peer sent no X.509 certificate");
+  }
+  absl::StatusOr<std::unique_ptr<PeerCertificate>> cert =
+      config_.trust_anchors->Verify(chain, clock_.Now());
+  if (!cert.ok()) {
+    return TaskResult::Fail(
+        FailureReason::kAuthenticationFailed,
+        absl::StrCat("peer certificate not trusted: ", cert.status().message()));
+  }
+  if (absl::Status s = (*cert)->CheckIdentity(id.id_type, id.data); !s.ok()) {
+    return TaskResult::Fail(FailureReason::kPeerIdentityMismatch, std::string(s.message()));
+  }
+  absl::StatusOr<Bytes> octets = SignedOctets(sa_, !sa_.initiator, id);
+  if (!octets.ok()) {
+    return TaskResult::Fail(FailureReason::kInternalError, octets.status().ToString());
+  }
+  if (absl::Status s = (*cert)->VerifyAuth(auth.method, auth.data, *octets); !s.ok()) {
+    return TaskResult::Fail(FailureReason::kAuthenticationFailed,
+                            absl::StrCat("AUTH signature of ", (*cert)->subject_text(),
+                                         " does not verify: ", s.message()));
+  }
   return TaskResult::Done();
 }
 

@@ -18,6 +18,7 @@
 #include "agent/ike/engine.h"
 #include "agent/ike/message.h"
 #include "agent/ike/sa.h"
+#include "common/clock.h"
 
 namespace strait::ike {
 
@@ -63,6 +64,11 @@ std::vector<TrafficSelectorRange> NarrowTrafficSelectors(
     const std::vector<TrafficSelector>& offered, const std::vector<TrafficSelectorRange>& config);
 bool ValidTrafficSelector(const TrafficSelectorRange& r);
 
+// A name for an AUTH payload's method: "psk", "rsa-pkcs1-sha1",
+// "ecdsa-sha256-p256", or for RFC 7427 its AlgorithmIdentifier's signature
+// algorithm ("ecdsa-with-SHA384", "sha256WithRSAEncryption", "RSASSA-PSS").
+std::string AuthMethodName(uint8_t method, const Bytes& data);
+
 // IKE_SA_INIT: proposals, KE, nonces, NAT detection, INVALID_KE_PAYLOAD.
 class IkeSaInitTask {
  public:
@@ -90,24 +96,35 @@ class IkeSaInitTask {
   std::optional<std::pair<uint16_t, Bytes>> reject_notify_;
 };
 
-// IKE_AUTH with PSK, and the first CHILD SA.
+// IKE_AUTH with a PSK or certificates, and the first CHILD SA.
 class IkeAuthTask {
  public:
-  IkeAuthTask(IkeSa& sa, const EngineConfig& config, RandomSource& random)
-      : sa_(sa), config_(config), random_(random) {}
+  IkeAuthTask(IkeSa& sa, const EngineConfig& config, RandomSource& random, Clock& clock)
+      : sa_(sa), config_(config), random_(random), clock_(clock) {}
 
-  // Initiator: IDi, AUTH, SA, TSi, TSr. Responder: IDr, AUTH and the child
-  // (SA, TSi, TSr) or its error notify; only AUTHENTICATION_FAILED when the
-  // initiator did not authenticate.
+  // Initiator: IDi, [CERT+], [N(INITIAL_CONTACT)], [CERTREQ], AUTH, SA,
+  // TSi, TSr. Responder: IDr, [CERT+], AUTH and the child (SA, TSi, TSr) or
+  // its error notify; only AUTHENTICATION_FAILED when the initiator did not
+  // authenticate.
   absl::Status Build(Message& m);
   // Authentication first; `authenticated` is set once the peer is proven,
   // even when the child SA then fails.
   TaskResult Process(const Message& m);
   bool authenticated() const { return authenticated_; }
+  // Initiator: whether the responder failed authentication (we then tell
+  // it with an INFORMATIONAL AUTHENTICATION_FAILED, RFC 7296 §2.21.2).
+  bool peer_auth_failed() const { return sa_.initiator && auth_failed_; }
   ChildSa& child() { return child_; }
+  // Once authenticated: the peer's identity as text, its AUTH method
+  // ("psk", "ecdsa-with-SHA256", ...) and whether it sent INITIAL_CONTACT.
+  const std::string& remote_identity() const { return remote_identity_; }
+  const std::string& auth_method() const { return auth_method_; }
+  bool peer_initial_contact() const { return peer_initial_contact_; }
 
  private:
+  IdPayload LocalIdPayload() const;
   TaskResult Authenticate(const Message& m);
+  TaskResult AuthenticateSignature(const Message& m, const IdPayload& id, const AuthPayload& auth);
   TaskResult DeriveChild();
   TaskResult ProcessRequest(const Message& m);
   TaskResult ProcessResponse(const Message& m);
@@ -115,11 +132,15 @@ class IkeAuthTask {
   IkeSa& sa_;
   const EngineConfig& config_;
   RandomSource& random_;
+  Clock& clock_;
   ChildSa child_;
   uint8_t chosen_number_ = 1;
   bool authenticated_ = false;
   bool auth_failed_ = false;
   uint16_t child_notify_ = 0;
+  std::string remote_identity_;
+  std::string auth_method_;
+  bool peer_initial_contact_ = false;
 };
 
 }  // namespace strait::ike

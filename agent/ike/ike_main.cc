@@ -50,13 +50,22 @@ ABSL_FLAG(int, nat_t_port, 4500,
           "itself does not float when it initiates.");
 ABSL_FLAG(std::string, local_id, "",
           "Our IKE identity: an IP address (ID_IPV4_ADDR/ID_IPV6_ADDR), user@domain "
-          "(ID_RFC822_ADDR) or a name (ID_FQDN). Default: --local as an IP identity.");
+          "(ID_RFC822_ADDR), a DN with '=' in it (\"C=CH, O=Strait, CN=gw\", ID_DER_ASN1_DN) or "
+          "a name (ID_FQDN). Default: --local as an IP identity.");
 ABSL_FLAG(std::string, remote_id, "",
           "The identity the peer must authenticate as, same syntax as --local-id. Default: "
           "--remote as an IP identity.");
 ABSL_FLAG(std::string, psk_file, "",
-          "Required. File holding the pre-shared key (one trailing newline is dropped). Its "
-          "mode must be 0600 (no group or other access), else strait-ike refuses to start.");
+          "File holding the pre-shared key (one trailing newline is dropped). Its mode must be "
+          "0600 (no group or other access), else strait-ike refuses to start. Either this or "
+          "--ca-file.");
+ABSL_FLAG(std::string, ca_file, "",
+          "Certificate authentication: PEM CA certificates that the peer's certificate must "
+          "chain to. Needs --cert-file and --key-file.");
+ABSL_FLAG(std::string, cert_file, "",
+          "Our certificate (PEM, end entity first, then intermediates).");
+ABSL_FLAG(std::string, key_file, "",
+          "Our private key (PEM, mode 0600). Used with --ca-file and --cert-file.");
 ABSL_FLAG(std::string, ike_proposals, "aes256gcm16-prfsha384-ecp384",
           "IKE proposals, comma-separated, each in strongSwan's keyword syntax "
           "(aes256gcm16-prfsha384-ecp384, aes256-sha256-modp2048), most preferred first.");
@@ -71,6 +80,10 @@ ABSL_FLAG(bool, initiate, false, "Initiate the IKE SA; without it strait-ike wai
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
           "Give up when the CHILD SA is not established within this time (phase FAILED, "
           "reason TIMEOUT).");
+ABSL_FLAG(absl::Duration, settle, absl::ZeroDuration(),
+          "After the CHILD SA is established, keep listening this long before printing the "
+          "result, so that a peer that refuses our AUTH afterwards (an INFORMATIONAL "
+          "AUTHENTICATION_FAILED, as a responder sees it) turns the result into FAILED.");
 ABSL_FLAG(bool, stay, false,
           "After printing the result, keep running (answering retransmitted requests) until "
           "SIGTERM or SIGINT, so that the peer can still be queried.");
@@ -92,9 +105,10 @@ using strait::ike::TrafficSelectorRange;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
-constexpr char kUsage[] = R"(runs one IKEv2 negotiation with a pre-shared key.
+constexpr char kUsage[] = R"(runs one IKEv2 negotiation with a pre-shared key or certificates.
 
-Usage: strait-ike --local ADDR --remote ADDR --psk-file FILE
+Usage: strait-ike --local ADDR --remote ADDR
+                  (--psk-file FILE | --ca-file FILE --cert-file FILE --key-file FILE)
                   --local-ts CIDR[,CIDR] --remote-ts CIDR[,CIDR] [--initiate] [flags]
 
 Negotiates an IKE SA and its first CHILD SA with the peer (as initiator with
@@ -185,7 +199,9 @@ std::string OutcomeJson(const Outcome& o, bool initiator) {
                     ",\"spi_r\":", JsonString(absl::StrFormat("%016x", o.ike->ike_spi_r)),
                     ",\"algorithms\":", JsonString(SuiteName(o.ike->algorithms, true)),
                     ",\"local_behind_nat\":", o.ike->local_behind_nat ? "true" : "false",
-                    ",\"remote_behind_nat\":", o.ike->remote_behind_nat ? "true" : "false", "}");
+                    ",\"remote_behind_nat\":", o.ike->remote_behind_nat ? "true" : "false",
+                    ",\"remote_identity\":", JsonString(o.ike->remote_identity),
+                    ",\"auth_method\":", JsonString(o.ike->auth_method), "}");
   }
   if (o.child.has_value()) {
     absl::StrAppend(
@@ -209,12 +225,12 @@ bool Absorb(std::vector<EngineEvent> events, Outcome* o) {
         break;
       case EngineEvent::Kind::kChildSaEstablished:
         o->established = true;
-        if (!o->ike.has_value()) o->ike = e;
         o->child = std::move(e);
         decided = true;
         break;
       case EngineEvent::Kind::kFailed:
         o->established = false;
+        o->child.reset();
         o->reason = strait::ike::FailureReasonName(e.reason);
         o->detail = e.detail;
         decided = true;
@@ -274,10 +290,30 @@ int main(int argc, char** argv) {
   config.local_ts = *std::move(lts);
   config.remote_ts = *std::move(rts);
 
-  if (absl::GetFlag(FLAGS_psk_file).empty()) return UsageError("--psk-file is required");
-  absl::StatusOr<strait::Secret> psk = ReadPsk(absl::GetFlag(FLAGS_psk_file));
-  if (!psk.ok()) return UsageError(absl::StrCat("--psk-file: ", psk.status().message()));
-  config.psk = *std::move(psk);
+  const std::string ca_file = absl::GetFlag(FLAGS_ca_file);
+  if (ca_file.empty() == absl::GetFlag(FLAGS_psk_file).empty()) {
+    return UsageError("give either --psk-file or --ca-file (with --cert-file and --key-file)");
+  }
+  if (!ca_file.empty()) {
+    if (absl::GetFlag(FLAGS_cert_file).empty() || absl::GetFlag(FLAGS_key_file).empty()) {
+      return UsageError("--ca-file needs --cert-file and --key-file");
+    }
+    absl::StatusOr<std::string> ca_pem = strait::ReadFile(ca_file);
+    if (!ca_pem.ok()) return UsageError(absl::StrCat("--ca-file: ", ca_pem.status().message()));
+    auto anchors = strait::ike::TrustAnchors::FromPem(*ca_pem);
+    if (!anchors.ok()) return UsageError(absl::StrCat("--ca-file: ", anchors.status().message()));
+    auto credentials = strait::ike::LocalCredentials::FromFiles(absl::GetFlag(FLAGS_cert_file),
+                                                                absl::GetFlag(FLAGS_key_file));
+    if (!credentials.ok()) {
+      return UsageError(absl::StrCat("--cert-file/--key-file: ", credentials.status().message()));
+    }
+    config.trust_anchors = *std::move(anchors);
+    config.credentials = *std::move(credentials);
+  } else {
+    absl::StatusOr<strait::Secret> psk = ReadPsk(absl::GetFlag(FLAGS_psk_file));
+    if (!psk.ok()) return UsageError(absl::StrCat("--psk-file: ", psk.status().message()));
+    config.psk = *std::move(psk);
+  }
   const absl::Duration timeout = absl::GetFlag(FLAGS_timeout);
   if (timeout <= absl::ZeroDuration()) return UsageError("--timeout must be positive");
   const bool initiator = absl::GetFlag(FLAGS_initiate);
@@ -328,6 +364,14 @@ int main(int argc, char** argv) {
       outcome.reason = g_stop.load() ? "STOPPED" : "TIMEOUT";
       outcome.detail = absl::StrCat("no CHILD SA within ", absl::FormatDuration(timeout));
     }
+  }
+  const absl::Duration settle = absl::GetFlag(FLAGS_settle);
+  if (outcome.established && settle > absl::ZeroDuration()) {
+    const absl::Status run = (*io)->Run(**engine, clock, clock.Now() + settle, [&] {
+      Absorb((*engine)->TakeEvents(), &outcome);
+      return !outcome.established || g_stop.load();
+    });
+    if (!run.ok()) LOG_WARNING("settling failed").With("error", run.ToString());
   }
   std::cout << OutcomeJson(outcome, initiator) << std::endl;
 

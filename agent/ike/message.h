@@ -111,6 +111,7 @@ enum NotifyType : uint16_t {
   kNotifyCookie = 16390,
   kNotifyRekeySa = 16393,
   kNotifyFragmentationSupported = 16430,
+  kNotifySignatureHashAlgorithms = 16431,
 };
 
 // Header flag bits.

@@ -62,4 +62,18 @@ absl::StatusOr<Secret> PskAuth(const IkeSa& sa, const Secret& psk, bool from_ini
   return sa.prf->Compute(key.view(), {AsStringView(message), AsStringView(nonce), mac_id.view()});
 }
 
+absl::StatusOr<Bytes> SignedOctets(const IkeSa& sa, bool from_initiator, const IdPayload& id) {
+  Bytes id_body;
+  EncodeIdPayload(id, &id_body);
+  const Secret& sk_p = from_initiator ? sa.keys.sk_pi : sa.keys.sk_pr;
+  ASSIGN_OR_RETURN(Secret mac_id, sa.prf->Compute(sk_p.view(), AsStringView(id_body)));
+  const Bytes& message = from_initiator ? sa.init_request : sa.init_response;
+  const Bytes& nonce = from_initiator ? sa.nr : sa.ni;
+  Bytes out = message;
+  out.insert(out.end(), nonce.begin(), nonce.end());
+  const absl::string_view mac = mac_id.view();
+  out.insert(out.end(), mac.begin(), mac.end());
+  return out;
+}
+
 }  // namespace strait::ike

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -36,6 +37,9 @@ struct IkeSa {
   Bytes init_response;
   bool local_behind_nat = false;
   bool remote_behind_nat = false;
+  // From the peer's IKE_SA_INIT (RFC 7427 §4): the hashes it accepts in
+  // Digital Signature AUTH; empty when it sent none.
+  std::vector<uint16_t> peer_hash_algorithms;
 };
 
 absl::string_view AsStringView(const Bytes& b);
@@ -55,6 +59,10 @@ absl::Status DeriveSkKeys(IkeSa& sa, absl::string_view peer_ke);
 // payload body. `from_initiator` names the signer.
 absl::StatusOr<Secret> PskAuth(const IkeSa& sa, const Secret& psk, bool from_initiator,
                                const IdPayload& id);
+
+// The octets a signature AUTH signs (RFC 7296 §2.15): the signer's
+// IKE_SA_INIT message, the other side's nonce and prf(SK_p, ID').
+absl::StatusOr<Bytes> SignedOctets(const IkeSa& sa, bool from_initiator, const IdPayload& id);
 
 }  // namespace strait::ike
 

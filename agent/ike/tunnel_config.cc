@@ -23,6 +23,16 @@ absl::StatusOr<Identity> ParseIdentity(const std::string& text) {
     id.value = *std::move(ip);
     return id;
   }
+  if (text.find('=') != std::string::npos) {
+    absl::StatusOr<Bytes> dn = ParseDistinguishedName(text);
+    if (!dn.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", text, "\" is not a distinguished name: ", dn.status().message()));
+    }
+    id.type = IdentityType::kDerAsn1Dn;
+    id.value = *std::move(dn);
+    return id;
+  }
   id.type = text.find('@') != std::string::npos ? IdentityType::kRfc822 : IdentityType::kFqdn;
   id.value.assign(text.begin(), text.end());
   return id;
@@ -172,7 +182,8 @@ std::string FormatSelector(const TrafficSelectorRange& r) {
   return out;
 }
 
-absl::StatusOr<EngineConfig> EngineConfigFromSpec(const strait::v1::TunnelSpec& spec) {
+absl::StatusOr<EngineConfig> EngineConfigFromSpec(const strait::v1::TunnelSpec& spec,
+                                                  const CertificateDefaults& defaults) {
   EngineConfig config;
   absl::StatusOr<Bytes> local = ParseIpAddress(spec.local().address());
   if (!local.ok()) return absl::InvalidArgumentError("local.address: not an IP address");
@@ -185,10 +196,12 @@ absl::StatusOr<EngineConfig> EngineConfigFromSpec(const strait::v1::TunnelSpec& 
   config.remote = {*std::move(remote), 500};
   absl::StatusOr<Identity> lid =
       ParseIdentity(spec.local().id().empty() ? spec.local().address() : spec.local().id());
-  if (!lid.ok()) return absl::InvalidArgumentError("local.id: empty");
+  if (!lid.ok())
+    return absl::InvalidArgumentError(absl::StrCat("local.id: ", lid.status().message()));
   absl::StatusOr<Identity> rid =
       ParseIdentity(spec.remote().id().empty() ? spec.remote().address() : spec.remote().id());
-  if (!rid.ok()) return absl::InvalidArgumentError("remote.id: empty");
+  if (!rid.ok())
+    return absl::InvalidArgumentError(absl::StrCat("remote.id: ", rid.status().message()));
   config.local_id = *std::move(lid);
   config.remote_id = *std::move(rid);
 
@@ -211,6 +224,31 @@ absl::StatusOr<EngineConfig> EngineConfigFromSpec(const strait::v1::TunnelSpec& 
   config.local_ts = *std::move(lts);
   config.remote_ts = *std::move(rts);
 
+  if (spec.auth().has_certificate()) {
+    const strait::v1::CertificateAuth& cert = spec.auth().certificate();
+    auto anchors = TrustAnchors::FromPem(cert.ca_certificates());
+    if (!anchors.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("auth.certificate.ca_certificates: ", anchors.status().message()));
+    }
+    const std::string& cert_file =
+        cert.certificate_file().empty() ? defaults.certificate_file : cert.certificate_file();
+    const std::string& key_file =
+        cert.private_key_file().empty() ? defaults.private_key_file : cert.private_key_file();
+    if (cert_file.empty() || key_file.empty()) {
+      return absl::FailedPreconditionError(
+          "auth.certificate: no certificate or private key file: set certificateFile and "
+          "privateKeyFile, or start the agent with --ike-certificate and --ike-private-key");
+    }
+    auto credentials = LocalCredentials::FromFiles(cert_file, key_file);
+    if (!credentials.ok()) {
+      return absl::Status(credentials.status().code(),
+                          absl::StrCat("auth.certificate: ", credentials.status().message()));
+    }
+    config.trust_anchors = *std::move(anchors);
+    config.credentials = *std::move(credentials);
+    return config;
+  }
   if (!spec.auth().has_psk() || spec.auth().psk().value().empty()) {
     return absl::InvalidArgumentError("auth.psk: no pre-shared key");
   }
