@@ -63,6 +63,8 @@ const char* FailureReasonName(FailureReason reason) {
       return "TS_UNACCEPTABLE";
     case FailureReason::kPeerNotResponding:
       return "PEER_NOT_RESPONDING";
+    case FailureReason::kPeerDead:
+      return "PEER_DEAD";
     case FailureReason::kInternalError:
       return "INTERNAL_ERROR";
   }

@@ -100,6 +100,14 @@ struct EngineConfig {
   // responder gives up on a half-open SA after the sum of these.
   std::vector<absl::Duration> retransmit_timeouts = {
       absl::Seconds(1), absl::Seconds(2), absl::Seconds(4), absl::Seconds(8), absl::Seconds(16)};
+  // Dead peer detection (RFC 7296 §2.4): once established, when nothing came
+  // from the peer for `dpd_interval`, an empty INFORMATIONAL asks whether it
+  // is alive; requests of an established SA (probes, deletes) are sent
+  // again on the retransmit schedule (its last step repeating) until
+  // `dpd_timeout` has passed, and then the peer is dead (PEER_DEAD). Zero
+  // interval: no probes.
+  absl::Duration dpd_interval = absl::ZeroDuration();
+  absl::Duration dpd_timeout = absl::Seconds(150);
 };
 
 // Randomness for SPIs and nonces. DH private keys come from OpenSSL's DRBG
@@ -141,12 +149,16 @@ enum class FailureReason {
   kPeerIdentityMismatch,
   kTsUnacceptable,
   kPeerNotResponding,
+  kPeerDead,       // An established peer stopped answering (DPD).
   kInternalError,  // Crypto or dataplane failure on our side.
 };
 const char* FailureReasonName(FailureReason reason);
 
 struct EngineEvent {
-  enum class Kind { kIkeSaEstablished, kChildSaEstablished, kFailed };
+  // kDeleted: the IKE SA (and its CHILD SA) is gone, deleted by us
+  // (Delete()) or by the peer (`by_peer`); kChildSaDeleted: the peer
+  // deleted the CHILD SA (`child_inbound_spi`), the IKE SA stays.
+  enum class Kind { kIkeSaEstablished, kChildSaEstablished, kFailed, kDeleted, kChildSaDeleted };
   Kind kind = Kind::kFailed;
   // kIkeSaEstablished and kChildSaEstablished.
   uint64_t ike_spi_i = 0;
@@ -170,6 +182,8 @@ struct EngineEvent {
   // kFailed.
   FailureReason reason = FailureReason::kInternalError;
   std::string detail;
+  // kDeleted.
+  bool by_peer = false;
 };
 
 struct OutboundDatagram {
@@ -188,16 +202,32 @@ struct EngineCounters {
   uint64_t stale_dropped = 0;          // Old message ID, or a changed retransmit.
   uint64_t retransmits_sent = 0;       // Our requests sent again on timeout.
   uint64_t responses_resent = 0;       // Cached responses to retransmits.
+  uint64_t dpd_probes_sent = 0;        // Liveness checks (not their retransmits).
+  uint64_t deletes_sent = 0;           // DELETE requests for the IKE SA.
+  uint64_t deletes_received = 0;       // DELETE requests from the peer (IKE or CHILD).
 };
 
 class Engine {
  public:
-  enum class State { kIdle, kInitSent, kAuthSent, kAuthWait, kEstablished, kFailed };
+  enum class State {
+    kIdle,
+    kInitSent,
+    kAuthSent,
+    kAuthWait,
+    kEstablished,
+    kFailed,
+    kDeleting,  // Our DELETE is out.
+    kDeleted,
+  };
 
   virtual ~Engine() = default;
 
   // Starts IKE_SA_INIT as initiator. FailedPrecondition unless idle.
   virtual absl::Status Initiate() = 0;
+  // Deletes the IKE SA (tunnel removed, agent stopping): an INFORMATIONAL
+  // DELETE when established, then kDeleted once answered or given up on.
+  // A negotiation in progress just ends (kDeleted at once).
+  virtual void Delete() = 0;
   // A UDP payload received from `from` (non-ESP marker already stripped).
   virtual void HandleDatagram(absl::Span<const uint8_t> datagram, const Endpoint& from) = 0;
   // Runs timers due at `now` (retransmission, give-up).

@@ -1,5 +1,6 @@
 #include "agent/ike/engine_impl.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -57,6 +58,9 @@ absl::Status ValidateConfig(const EngineConfig& c) {
     }
   }
   if (c.retransmit_timeouts.empty()) return absl::InvalidArgumentError("no retransmit timeouts");
+  if (c.dpd_interval < absl::ZeroDuration() || c.dpd_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("DPD interval must not be negative, its timeout positive");
+  }
   return absl::OkStatus();
 }
 }  // namespace
@@ -107,6 +111,7 @@ absl::StatusOr<Message> EngineImpl::Decrypt(Message m, absl::Span<const uint8_t>
                    DecodePayloadChain(sk.inner_next_payload, BytesOf(plain)));
   RETURN_IF_ERROR(VerifyPayloads(inner));
   m.payloads = std::move(inner);
+  last_received_ = clock_.Now();
   return m;
 }
 
@@ -232,6 +237,9 @@ void EngineImpl::InstallChild(ChildSa& child) {
   events_.push_back(std::move(e));
   state_ = State::kEstablished;
   half_open_deadline_.reset();
+  next_request_id_ = sa_.initiator ? 2 : 0;
+  peer_next_id_ = sa_.initiator ? 0 : 2;
+  last_received_ = clock_.Now();
   LOG_INFO("CHILD SA established")
       .With("initiator", sa_.initiator)
       .With("spi_in", static_cast<uint64_t>(child.inbound_spi))
@@ -261,7 +269,7 @@ void EngineImpl::HandleDatagram(absl::Span<const uint8_t> datagram, const Endpoi
 
 void EngineImpl::HandleResponse(const Message& m, absl::Span<const uint8_t> datagram,
                                 const Endpoint& from) {
-  if (!sa_.initiator || m.header.initiator || m.header.spi_i != sa_.spi_i) {
+  if (m.header.initiator == sa_.initiator || m.header.spi_i != sa_.spi_i) {
     ++counters_.unexpected_dropped;
     return;
   }
@@ -307,6 +315,16 @@ void EngineImpl::HandleResponse(const Message& m, absl::Span<const uint8_t> data
     return;
   }
   pending_ = false;
+  if (pending_exchange_ == kExchangeInformational) {
+    request_deadline_.reset();
+    if (state_ == State::kDeleting) {
+      Deleted(false, "deleted");
+    } else if (delete_requested_) {
+      delete_requested_ = false;
+      Delete();
+    }
+    return;
+  }
   const TaskResult r = auth_task_->Process(*plain);
   if (auth_task_->authenticated()) ReportIkeSa();
   if (auth_task_->peer_auth_failed()) SendAuthenticationFailed();
@@ -319,9 +337,8 @@ void EngineImpl::HandleResponse(const Message& m, absl::Span<const uint8_t> data
 
 void EngineImpl::HandleRequest(const Message& m, absl::Span<const uint8_t> datagram,
                                const Endpoint& from) {
-  if (!m.header.initiator || sa_.initiator) {
-    // Requests from our responder (INFORMATIONAL, CREATE_CHILD_SA) come with
-    // later slices.
+  if (m.header.initiator == sa_.initiator) {
+    // A request must come from the other role than ours.
     ++counters_.unexpected_dropped;
     return;
   }
@@ -351,38 +368,141 @@ void EngineImpl::HandleRequest(const Message& m, absl::Span<const uint8_t> datag
     HandleAuthRequest(m, datagram);
     return;
   }
-  if (ours && state_ == State::kEstablished && m.header.exchange_type == kExchangeInformational &&
-      m.header.message_id == 2) {
-    HandleAuthFailedNotice(m, datagram);
+  const bool sa_match = m.header.spi_i == sa_.spi_i && m.header.spi_r == sa_.spi_r &&
+                        (state_ == State::kEstablished || state_ == State::kDeleting);
+  if (sa_match && m.header.message_id == peer_next_id_ &&
+      (m.header.exchange_type == kExchangeInformational ||
+       m.header.exchange_type == kExchangeCreateChildSa)) {
+    HandleEstablishedRequest(m, datagram);
+    return;
+  }
+  if (sa_match && m.header.message_id < peer_next_id_) {
+    ++counters_.stale_dropped;
     return;
   }
   ++counters_.unexpected_dropped;
 }
 
-void EngineImpl::HandleAuthFailedNotice(const Message& m, absl::Span<const uint8_t> datagram) {
-  // The one INFORMATIONAL this slice acts on: the initiator refusing our
-  // AUTH after we answered its IKE_AUTH (RFC 7296 §2.21.2). Anything else
-  // waits for the INFORMATIONAL exchange proper.
+void EngineImpl::HandleEstablishedRequest(const Message& m, absl::Span<const uint8_t> datagram) {
   absl::StatusOr<Message> plain = Decrypt(m, datagram);
   if (!plain.ok()) {
     ++counters_.undecryptable_dropped;
     return;
   }
-  bool auth_failed = false;
-  for (const Payload& p : plain->payloads) {
-    const auto* n = std::get_if<NotifyPayload>(&p.body);
-    if (n != nullptr && n->type == kNotifyAuthenticationFailed) auth_failed = true;
-  }
-  if (!auth_failed) {
-    ++counters_.unexpected_dropped;
+  const uint32_t id = m.header.message_id;
+  ++peer_next_id_;
+  Message response;
+  response.header = Header(m.header.exchange_type, id, true);
+  auto respond = [&] {
+    if (absl::StatusOr<Bytes> bytes = Encode(response); bytes.ok()) {
+      SendResponse(*std::move(bytes), datagram, id);
+    }
+  };
+  if (m.header.exchange_type == kExchangeCreateChildSa) {
+    // Rekeying and further CHILD SAs come with CREATE_CHILD_SA proper.
+    NotifyPayload n;
+    n.type = kNotifyNoAdditionalSas;
+    response.payloads.push_back(MakePayload(kPayloadNotify, std::move(n)));
+    respond();
     return;
   }
-  Message response;
-  response.header = Header(kExchangeInformational, 2, true);
-  if (absl::StatusOr<Bytes> bytes = Encode(response); bytes.ok()) {
-    SendResponse(*std::move(bytes), datagram, 2);
+  bool auth_failed = false;
+  bool delete_ike = false;
+  bool delete_child = false;
+  const ChildSa* child = auth_task_ != nullptr ? &auth_task_->child() : nullptr;
+  for (const Payload& p : plain->payloads) {
+    if (const auto* n = std::get_if<NotifyPayload>(&p.body); n != nullptr) {
+      // RFC 7296 §2.21.2: the initiator refusing our AUTH after we
+      // answered its IKE_AUTH.
+      if (n->type == kNotifyAuthenticationFailed && !sa_.initiator && id == 2) auth_failed = true;
+    } else if (const auto* d = std::get_if<DeletePayload>(&p.body); d != nullptr) {
+      if (d->protocol_id == kProtocolIke) delete_ike = true;
+      if (d->protocol_id == kProtocolEsp && child != nullptr) {
+        for (const Bytes& spi : d->spis) {
+          if (spi.size() == 4 && (static_cast<uint32_t>(spi[0]) << 24 | spi[1] << 16 | spi[2] << 8 |
+                                  spi[3]) == child->outbound_spi) {
+            delete_child = true;
+          }
+        }
+      }
+    }
   }
-  Fail(FailureReason::kAuthenticationFailed, "peer refused our authentication");
+  if (delete_ike || delete_child) ++counters_.deletes_received;
+  if (delete_child && !delete_ike) {
+    // Answer with the SPI of our half (RFC 7296 §1.4.1).
+    DeletePayload d;
+    d.protocol_id = kProtocolEsp;
+    d.spi_size = 4;
+    const uint32_t spi = child->inbound_spi;
+    d.spis.push_back({static_cast<uint8_t>(spi >> 24), static_cast<uint8_t>(spi >> 16),
+                      static_cast<uint8_t>(spi >> 8), static_cast<uint8_t>(spi)});
+    response.payloads.push_back(MakePayload(kPayloadDelete, std::move(d)));
+  }
+  respond();
+  if (auth_failed) {
+    Fail(FailureReason::kAuthenticationFailed, "peer refused our authentication");
+  } else if (delete_ike) {
+    Deleted(true, "peer deleted the IKE SA");
+  } else if (delete_child) {
+    EngineEvent e;
+    e.kind = EngineEvent::Kind::kChildSaDeleted;
+    e.ike_spi_i = sa_.spi_i;
+    e.ike_spi_r = sa_.spi_r;
+    e.initiator = sa_.initiator;
+    e.child_inbound_spi = child->inbound_spi;
+    e.child_outbound_spi = child->outbound_spi;
+    events_.push_back(std::move(e));
+  }
+}
+
+void EngineImpl::SendInformational(std::vector<Payload> payloads) {
+  Message m;
+  m.header = Header(kExchangeInformational, next_request_id_, false);
+  m.payloads = std::move(payloads);
+  absl::StatusOr<Bytes> bytes = Encode(m);
+  if (!bytes.ok()) {
+    Fail(FailureReason::kInternalError, bytes.status().ToString());
+    return;
+  }
+  SendRequest(*std::move(bytes), kExchangeInformational, next_request_id_);
+  ++next_request_id_;
+  request_deadline_ = clock_.Now() + config_.dpd_timeout;
+}
+
+void EngineImpl::Delete() {
+  if (state_ == State::kEstablished) {
+    if (pending_) {
+      delete_requested_ = true;
+      return;
+    }
+    DeletePayload d;
+    d.protocol_id = kProtocolIke;
+    std::vector<Payload> payloads;
+    payloads.push_back(MakePayload(kPayloadDelete, std::move(d)));
+    ++counters_.deletes_sent;
+    state_ = State::kDeleting;
+    SendInformational(std::move(payloads));
+    return;
+  }
+  if (state_ == State::kDeleting || state_ == State::kDeleted) return;
+  Deleted(false, "stopped before it was established");
+}
+
+void EngineImpl::Deleted(bool by_peer, absl::string_view detail) {
+  LOG_INFO("IKE SA deleted").With("by_peer", by_peer).With("detail", detail);
+  state_ = State::kDeleted;
+  pending_ = false;
+  request_deadline_.reset();
+  half_open_deadline_.reset();
+  delete_requested_ = false;
+  EngineEvent e;
+  e.kind = EngineEvent::Kind::kDeleted;
+  e.ike_spi_i = sa_.spi_i;
+  e.ike_spi_r = sa_.spi_r;
+  e.initiator = sa_.initiator;
+  e.by_peer = by_peer;
+  e.detail = std::string(detail);
+  events_.push_back(std::move(e));
 }
 
 void EngineImpl::HandleInitRequest(const Message& m, absl::Span<const uint8_t> datagram,
@@ -469,20 +589,49 @@ void EngineImpl::Tick(absl::Time now) {
     Fail(FailureReason::kPeerNotResponding, "no IKE_AUTH after IKE_SA_INIT");
     return;
   }
-  if (!pending_ || now < retransmit_at_) return;
-  if (transmissions_ >= config_.retransmit_timeouts.size()) {
-    Fail(FailureReason::kPeerNotResponding,
-         absl::StrCat("no response after ", transmissions_, " transmissions"));
+  if (pending_ && request_deadline_.has_value() && now >= *request_deadline_) {
+    if (state_ == State::kDeleting || delete_requested_) {
+      Deleted(false, "the peer did not answer our DELETE");
+    } else {
+      Fail(FailureReason::kPeerDead,
+           absl::StrCat("no answer within ", absl::FormatDuration(config_.dpd_timeout)));
+    }
     return;
   }
-  retransmit_at_ = now + config_.retransmit_timeouts[transmissions_];
-  ++transmissions_;
-  ++counters_.retransmits_sent;
-  Send(pending_bytes_);
+  if (pending_ && now >= retransmit_at_) {
+    const size_t steps = config_.retransmit_timeouts.size();
+    if (!request_deadline_.has_value() && transmissions_ >= steps) {
+      Fail(FailureReason::kPeerNotResponding,
+           absl::StrCat("no response after ", transmissions_, " transmissions"));
+      return;
+    }
+    retransmit_at_ = now + config_.retransmit_timeouts[std::min(transmissions_, steps - 1)];
+    ++transmissions_;
+    ++counters_.retransmits_sent;
+    Send(pending_bytes_);
+    return;
+  }
+  if (state_ == State::kEstablished && !pending_ && config_.dpd_interval > absl::ZeroDuration() &&
+      now >= last_received_ + config_.dpd_interval) {
+    ++counters_.dpd_probes_sent;
+    SendInformational({});
+  }
 }
 
 std::optional<absl::Time> EngineImpl::NextDeadline() const {
-  if (pending_) return retransmit_at_;
-  return half_open_deadline_;
+  std::optional<absl::Time> next;
+  auto take = [&next](absl::Time t) {
+    if (!next.has_value() || t < *next) next = t;
+  };
+  if (pending_) {
+    take(retransmit_at_);
+    if (request_deadline_.has_value()) take(*request_deadline_);
+  }
+  if (half_open_deadline_.has_value()) take(*half_open_deadline_);
+  if (state_ == State::kEstablished && !pending_ && config_.dpd_interval > absl::ZeroDuration()) {
+    take(last_received_ + config_.dpd_interval);
+  }
+  return next;
 }
+
 }  // namespace strait::ike

@@ -36,6 +36,7 @@ class EngineImpl : public Engine {
 
   // Engine
   absl::Status Initiate() override;
+  void Delete() override;
   void HandleDatagram(absl::Span<const uint8_t> datagram, const Endpoint& from) override;
   void Tick(absl::Time now) override;
   std::optional<absl::Time> NextDeadline() const override;
@@ -72,7 +73,11 @@ class EngineImpl : public Engine {
   void HandleInitRequest(const Message& m, absl::Span<const uint8_t> datagram,
                          const Endpoint& from);
   void HandleAuthRequest(const Message& m, absl::Span<const uint8_t> datagram);
-  void HandleAuthFailedNotice(const Message& m, absl::Span<const uint8_t> datagram);
+  // Requests of an established SA (INFORMATIONAL, CREATE_CHILD_SA).
+  void HandleEstablishedRequest(const Message& m, absl::Span<const uint8_t> datagram);
+  // Sends an INFORMATIONAL request of an established SA.
+  void SendInformational(std::vector<Payload> payloads);
+  void Deleted(bool by_peer, absl::string_view detail);
 
   void Fail(FailureReason reason, absl::string_view detail);
   void ReportIkeSa();
@@ -96,7 +101,17 @@ class EngineImpl : public Engine {
   size_t transmissions_ = 0;
   absl::Time retransmit_at_;
 
-  // The last request we answered and our answer (responder).
+  // Requests of an established SA give up at this time (DPD timeout).
+  std::optional<absl::Time> request_deadline_;
+  // Message IDs once established: our next request, the peer's next.
+  uint32_t next_request_id_ = 0;
+  uint32_t peer_next_id_ = 0;
+  // When the peer last sent us something that decrypted (DPD).
+  absl::Time last_received_;
+  // Delete() while another request was out: send it after that one.
+  bool delete_requested_ = false;
+
+  // The last request we answered and our answer.
   bool have_cached_ = false;
   uint32_t cached_message_id_ = 0;
   Bytes cached_request_;

@@ -77,6 +77,8 @@ struct Side {
   std::string remote_id;
   std::vector<TrafficSelectorRange> local_ts;
   std::vector<TrafficSelectorRange> remote_ts;
+  absl::Duration dpd_interval = absl::ZeroDuration();
+  absl::Duration dpd_timeout = absl::Seconds(150);
   // The address this side believes it has, when a NAT rewrites it.
   Bytes private_address;
   // Overrides local_id / remote_id (FQDNs) with other identity types.
@@ -106,6 +108,8 @@ EngineConfig MakeConfig(const Side& side, const Endpoint& local, const Endpoint&
   if (esp.ok()) c.esp_proposals = *esp;
   c.local_ts = side.local_ts;
   c.remote_ts = side.remote_ts;
+  c.dpd_interval = side.dpd_interval;
+  c.dpd_timeout = side.dpd_timeout;
   return c;
 }
 
@@ -152,9 +156,17 @@ class Pair {
 
   // Runs until nothing is in flight and no timer is pending. Returns false
   // when that did not happen within a generous bound (a hang).
-  bool Run() {
+  // With DPD on, timers never run out: give a `limit`.
+  bool Run(absl::Duration limit = absl::InfiniteDuration()) {
     start_ = clock_.Now();
     EXPECT_TRUE(initiator_->Initiate().ok());
+    return Pump(limit);
+  }
+
+  // Delivers datagrams and runs timers for `limit` of virtual time (or
+  // until nothing is pending). False on a hang.
+  bool Pump(absl::Duration limit) {
+    const absl::Time end = clock_.Now() + limit;
     for (int step = 0; step < 10000; ++step) {
       bool moved = Move(*initiator_, *responder_, ep_i_, true);
       moved = Move(*responder_, *initiator_, ep_r_, false) || moved;
@@ -166,6 +178,10 @@ class Pair {
         if (d.has_value() && (!next.has_value() || *d < *next)) next = d;
       }
       if (!next.has_value()) return true;
+      if (*next > end) {
+        if (end > clock_.Now()) clock_.Advance(end - clock_.Now());
+        return true;
+      }
       if (*next > clock_.Now()) clock_.Advance(*next - clock_.Now());
       initiator_->Tick(clock_.Now());
       responder_->Tick(clock_.Now());
@@ -187,6 +203,7 @@ class Pair {
   }
   absl::Duration Elapsed() { return clock_.Now() - start_; }
 
+  FakeClock& clock() { return clock_; }
   Engine& initiator() { return *initiator_; }
   Engine& responder() { return *responder_; }
   RecordingSink& sink_i() { return sink_i_; }
@@ -799,6 +816,125 @@ TEST(EngineCertTest, LocalIdentityMustBeInOurCertificate) {
   ASSERT_FALSE(engine.ok());
   EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(engine.status().message(), HasSubstr("not-mine.example"));
+}
+
+// --- INFORMATIONAL: dead peer detection and DELETE ---
+
+TEST(EngineInformationalTest, DpdProbesAnIdlePeerThatAnswers) {
+  Side i, r;
+  i.dpd_interval = absl::Seconds(30);
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run(absl::Seconds(1)));
+  ExpectEstablished(pair);
+  ASSERT_TRUE(pair.Pump(absl::Seconds(100)));
+  EXPECT_EQ(pair.initiator().counters().dpd_probes_sent, 3u);
+  EXPECT_EQ(pair.initiator().state(), Engine::State::kEstablished);
+  EXPECT_EQ(pair.responder().state(), Engine::State::kEstablished);
+  EXPECT_FALSE(pair.Failure(true).has_value());
+}
+
+TEST(EngineInformationalTest, ResponderProbesToo) {
+  Side i, r;
+  r.dpd_interval = absl::Seconds(10);
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run(absl::Seconds(1)));
+  ASSERT_TRUE(pair.Pump(absl::Seconds(35)));
+  EXPECT_EQ(pair.responder().counters().dpd_probes_sent, 3u);
+  EXPECT_EQ(pair.responder().state(), Engine::State::kEstablished);
+  EXPECT_EQ(pair.initiator().counters().stale_dropped, 0u);
+}
+
+TEST(EngineInformationalTest, SilentPeerIsDeclaredDeadAfterTheTimeout) {
+  Side i, r;
+  i.dpd_interval = absl::Seconds(30);
+  i.dpd_timeout = absl::Seconds(90);
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run(absl::Seconds(1)));
+  ExpectEstablished(pair);
+  const absl::Time killed = pair.clock().Now();
+  pair.set_filter([](bool from_initiator, int, const Bytes&) {
+    return from_initiator ? Pair::Fate::kDeliver : Pair::Fate::kDrop;
+  });
+  ASSERT_TRUE(pair.Pump(absl::Seconds(300)));
+  EXPECT_EQ(pair.Failure(true), FailureReason::kPeerDead);
+  const absl::Duration dead_after = pair.clock().Now() - killed;
+  // Idle for the interval (counted from the last message, just before
+  // `killed`), then the timeout of the probe.
+  EXPECT_GE(dead_after, absl::Seconds(118));
+  EXPECT_LE(dead_after, absl::Seconds(121));
+  EXPECT_GT(pair.initiator().counters().retransmits_sent, 5u);  // Last step repeats.
+  EXPECT_EQ(pair.initiator().state(), Engine::State::kFailed);
+}
+
+TEST(EngineInformationalTest, DeleteFromInitiator) {
+  Side i, r;
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run(absl::Seconds(1)));
+  pair.initiator().Delete();
+  ASSERT_TRUE(pair.Pump(absl::Seconds(10)));
+  EXPECT_EQ(pair.initiator().state(), Engine::State::kDeleted);
+  EXPECT_EQ(pair.responder().state(), Engine::State::kDeleted);
+  const EngineEvent* by_us = pair.FindEvent(true, Kind::kDeleted);
+  const EngineEvent* by_peer = pair.FindEvent(false, Kind::kDeleted);
+  ASSERT_NE(by_us, nullptr);
+  ASSERT_NE(by_peer, nullptr);
+  EXPECT_FALSE(by_us->by_peer);
+  EXPECT_TRUE(by_peer->by_peer);
+  EXPECT_EQ(pair.initiator().counters().deletes_sent, 1u);
+  EXPECT_EQ(pair.responder().counters().deletes_received, 1u);
+}
+
+TEST(EngineInformationalTest, DeleteFromResponderUsesItsOwnMessageIds) {
+  Side i, r;
+  r.dpd_interval = absl::Seconds(5);
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run(absl::Seconds(1)));
+  ASSERT_TRUE(pair.Pump(absl::Seconds(12)));  // Two probes: IDs 0 and 1.
+  pair.responder().Delete();                  // ID 2.
+  ASSERT_TRUE(pair.Pump(absl::Seconds(10)));
+  EXPECT_EQ(pair.initiator().state(), Engine::State::kDeleted);
+  EXPECT_EQ(pair.responder().state(), Engine::State::kDeleted);
+  EXPECT_TRUE(pair.FindEvent(true, Kind::kDeleted)->by_peer);
+}
+
+TEST(EngineInformationalTest, DeleteOfADeadPeerGivesUp) {
+  Side i, r;
+  i.dpd_timeout = absl::Seconds(20);
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run(absl::Seconds(1)));
+  pair.set_filter([](bool, int, const Bytes&) { return Pair::Fate::kDrop; });
+  pair.initiator().Delete();
+  ASSERT_TRUE(pair.Pump(absl::Seconds(60)));
+  EXPECT_EQ(pair.initiator().state(), Engine::State::kDeleted);
+  EXPECT_FALSE(pair.Failure(true).has_value());
+}
+
+TEST(EngineInformationalTest, DeleteDuringAProbeWaitsForIt) {
+  Side i, r;
+  i.dpd_interval = absl::Seconds(5);
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run(absl::Seconds(1)));
+  // Hold the responder's answers so that the probe is still out.
+  pair.set_filter([](bool from_initiator, int, const Bytes&) {
+    return from_initiator ? Pair::Fate::kDeliver : Pair::Fate::kDrop;
+  });
+  ASSERT_TRUE(pair.Pump(absl::Seconds(6)));
+  ASSERT_EQ(pair.initiator().counters().dpd_probes_sent, 1u);
+  pair.initiator().Delete();
+  EXPECT_EQ(pair.initiator().state(), Engine::State::kEstablished);
+  pair.set_filter(nullptr);
+  ASSERT_TRUE(pair.Pump(absl::Seconds(30)));
+  EXPECT_EQ(pair.initiator().state(), Engine::State::kDeleted);
+  EXPECT_EQ(pair.responder().state(), Engine::State::kDeleted);
+}
+
+TEST(EngineInformationalTest, CreateChildSaIsRefusedForNow) {
+  // Until CREATE_CHILD_SA lands the engine answers NO_ADDITIONAL_SAS rather
+  // than leaving the peer to retransmit.
+  Side i, r;
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run(absl::Seconds(1)));
+  EXPECT_EQ(pair.responder().counters().unexpected_dropped, 0u);
 }
 
 }  // namespace

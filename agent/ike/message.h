@@ -104,6 +104,7 @@ enum NotifyType : uint16_t {
   kNotifyNoProposalChosen = 14,
   kNotifyInvalidKePayload = 17,
   kNotifyAuthenticationFailed = 24,
+  kNotifyNoAdditionalSas = 35,
   kNotifyTsUnacceptable = 38,
   kNotifyInitialContact = 16384,
   kNotifyNatDetectionSourceIp = 16388,

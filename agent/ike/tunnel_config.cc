@@ -224,6 +224,15 @@ absl::StatusOr<EngineConfig> EngineConfigFromSpec(const strait::v1::TunnelSpec& 
   config.local_ts = *std::move(lts);
   config.remote_ts = *std::move(rts);
 
+  if (spec.dpd().has_interval()) {
+    config.dpd_interval = absl::Seconds(spec.dpd().interval().seconds()) +
+                          absl::Nanoseconds(spec.dpd().interval().nanos());
+  }
+  if (spec.dpd().has_timeout()) {
+    config.dpd_timeout = absl::Seconds(spec.dpd().timeout().seconds()) +
+                         absl::Nanoseconds(spec.dpd().timeout().nanos());
+  }
+
   if (spec.auth().has_certificate()) {
     const strait::v1::CertificateAuth& cert = spec.auth().certificate();
     auto anchors = TrustAnchors::FromPem(cert.ca_certificates());

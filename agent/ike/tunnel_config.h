@@ -40,7 +40,7 @@ struct CertificateDefaults {
 // addresses on port 500, identities (an empty id is the address), the PSK
 // (copied into a Secret; the spec keeps its own copy) or the certificates
 // (the CA from the spec, our certificate and key read from their files),
-// proposals and selectors. InvalidArgument when any part does not parse,
+// proposals, selectors and DPD timing. InvalidArgument when any part does not parse,
 // FailedPrecondition (or the file's error) when the key or certificate
 // cannot be used.
 absl::StatusOr<EngineConfig> EngineConfigFromSpec(const strait::v1::TunnelSpec& spec,
