@@ -48,7 +48,7 @@ constexpr uint8_t kIdIpv6Addr = 5;
 constexpr size_t kMaxPeerChainLength = 8;
 // Key files are a few kilobytes; the bound lets the reader allocate once, so
 // no reallocation leaves a copy of the key behind.
-constexpr size_t kMaxKeyFileSize = 64 * 1024;
+constexpr size_t kMaxKeyFileSize = size_t{64} * 1024;
 
 // The header speaks std::string_view; this Abseil build has its own.
 absl::string_view ToAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
@@ -381,8 +381,8 @@ absl::StatusOr<Bytes> EcdsaFixedToDer(absl::Span<const uint8_t> fixed) {
       ECDSA_SIG_set0(sig.get(), r.get(), s.get()) != 1) {
     return OpenSslError("ECDSA r|s");
   }
-  r.release();  // Owned by sig now.
-  s.release();
+  static_cast<void>(r.release());  // Owned by sig now.
+  static_cast<void>(s.release());
   return ToDer(sig.get(), i2d_ECDSA_SIG, "ECDSA-Sig-Value");
 }
 
@@ -812,7 +812,7 @@ absl::StatusOr<std::unique_ptr<PeerCertificate>> TrustAnchorsImpl::Verify(
   if (untrusted == nullptr) return OpenSslError("sk_X509_new_null");
   for (size_t i = 1; i < certs.size(); ++i) {
     if (sk_X509_push(untrusted.get(), certs[i].get()) <= 0) return OpenSslError("sk_X509_push");
-    certs[i].release();  // Owned by the stack now.
+    static_cast<void>(certs[i].release());  // Owned by the stack now.
   }
   StoreCtxPtr ctx(X509_STORE_CTX_new());
   if (ctx == nullptr ||

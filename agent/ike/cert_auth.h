@@ -75,6 +75,9 @@ class LocalCredentials {
   // subject (X509_NAME_cmp), or an FQDN / RFC 822 / IP address among the
   // subjectAltNames (names case-insensitively). `id_type` is an IKE ID type
   // (1 IPv4, 2 FQDN, 3 RFC 822, 5 IPv6, 9 DN); `value` its ID data.
+  // PermissionDenied, naming the identity and the subject, when the
+  // certificate does not vouch for it; a subject CN never vouches for an
+  // FQDN. InvalidArgument for other ID types or malformed values.
   virtual absl::Status CheckIdentity(uint8_t id_type, absl::Span<const uint8_t> value) const = 0;
 
   // The AUTH payload over `signed_octets`. With RFC 7427 (`peer_hashes`
@@ -83,7 +86,8 @@ class LocalCredentials {
   // sha256/384/512WithRSAEncryption, picking a hash both support (the
   // strongest that fits the key), then the signature (DER ECDSA-Sig-Value
   // for ECDSA). Without it, the classic method: 1 (RSA, SHA-1, PKCS#1
-  // v1.5) or 9/10/11 (ECDSA by curve, r|s fixed-width).
+  // v1.5) or 9/10/11 (ECDSA by curve, r|s fixed-width). A peer that listed
+  // none of SHA-256/384/512 also gets the classic method.
   virtual absl::StatusOr<AuthSignature> Sign(absl::Span<const uint8_t> signed_octets,
                                              absl::Span<const uint16_t> peer_hashes) const = 0;
 };
@@ -98,7 +102,8 @@ class PeerCertificate {
   // 9/10/11 and 14 (ECDSA and RSA PKCS#1 v1.5 with SHA-256/384/512, and
   // RSASSA-PSS with the parameters its AlgorithmIdentifier carries).
   // Unauthenticated when the signature does not verify, InvalidArgument
-  // when the method does not fit the key or the data does not parse.
+  // when the method does not fit the key or the data does not parse, and
+  // for method 14 with SHA-1 or any other algorithm than those above.
   virtual absl::Status VerifyAuth(uint8_t method, absl::Span<const uint8_t> data,
                                   absl::Span<const uint8_t> signed_octets) const = 0;
   virtual std::string subject_text() const = 0;
@@ -119,7 +124,11 @@ class TrustAnchors {
   // Verifies `chain_der` (end entity first, then any intermediates, as the
   // CERT payloads came) to one of the anchors with validity checked at
   // `now`. Unauthenticated with OpenSSL's reason ("certificate has
-  // expired", "unable to get local issuer certificate") otherwise.
+  // expired", "unable to get local issuer certificate") otherwise;
+  // InvalidArgument when a certificate does not parse or more than 8 came.
+  // Standard RFC 5280 path validation (X509_verify_cert) and nothing more:
+  // no extendedKeyUsage is required, a leaf with CA:TRUE is not refused, an
+  // anchor need not be self-signed, and there is no revocation checking.
   virtual absl::StatusOr<std::unique_ptr<PeerCertificate>> Verify(
       const std::vector<Bytes>& chain_der, absl::Time now) const = 0;
 };
