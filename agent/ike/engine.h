@@ -86,6 +86,11 @@ struct EngineConfig {
   Secret psk;
   std::shared_ptr<const LocalCredentials> credentials;
   std::shared_ptr<const TrustAnchors> trust_anchors;
+  // NAT traversal (RFC 7296 §2.23): when IKE_SA_INIT detects a NAT, the
+  // initiator moves to this port for everything after it (the I/O layer
+  // sends datagrams addressed to it with the non-ESP marker), and the CHILD
+  // SA uses UDP encapsulation. 0: never move.
+  uint16_t nat_t_port = 4500;
   // Initiator: send INITIAL_CONTACT (RFC 7296 §2.4), telling the peer that
   // we hold no other IKE SA with it, so it may drop any it still has.
   bool initial_contact = true;
@@ -133,6 +138,10 @@ struct ChildSa {
   Secret inbound_integ_key;
   std::vector<TrafficSelectorRange> local_ts;  // Negotiated (narrowed).
   std::vector<TrafficSelectorRange> remote_ts;
+  // ESP in UDP (RFC 3948) because of a NAT, between these ports.
+  bool udp_encapsulation = false;
+  uint16_t local_port = 0;
+  uint16_t remote_port = 0;
 };
 
 // Where established CHILD SAs go: the dataplane, through the agent.

@@ -112,6 +112,11 @@ absl::StatusOr<Message> EngineImpl::Decrypt(Message m, absl::Span<const uint8_t>
   RETURN_IF_ERROR(VerifyPayloads(inner));
   m.payloads = std::move(inner);
   last_received_ = clock_.Now();
+  if ((sa_.local_behind_nat || sa_.remote_behind_nat) && !(current_from_ == remote_)) {
+    // RFC 7296 §2.23: follow the peer's NAT mapping, on authenticated
+    // messages only.
+    remote_ = current_from_;
+  }
   return m;
 }
 
@@ -220,6 +225,11 @@ void EngineImpl::ReportIkeSa() {
 }
 
 void EngineImpl::InstallChild(ChildSa& child) {
+  if (sa_.local_behind_nat || sa_.remote_behind_nat) {
+    child.udp_encapsulation = true;
+    child.local_port = config_.nat_t_port != 0 ? config_.nat_t_port : config_.local.port;
+    child.remote_port = remote_.port;
+  }
   if (absl::Status s = sink_.InstallChildSa(child); !s.ok()) {
     Fail(FailureReason::kInternalError, s.ToString());
     return;
@@ -259,6 +269,7 @@ void EngineImpl::HandleDatagram(absl::Span<const uint8_t> datagram, const Endpoi
     ++counters_.unexpected_dropped;
     return;
   }
+  current_from_ = from;
   if (m->header.response) {
     HandleResponse(*m, datagram, from);
   } else {
@@ -294,13 +305,16 @@ void EngineImpl::HandleResponse(const Message& m, absl::Span<const uint8_t> data
     }
     pending_ = false;
     if (r.kind == TaskResult::Kind::kRetry) {
-      LOG_INFO("IKE_SA_INIT retry with another DH group").With("group", sa_.dh_group);
+      LOG_INFO("IKE_SA_INIT retry (new DH group or cookie)").With("group", sa_.dh_group);
       if (absl::Status s = SendInitRequest(); !s.ok())
         Fail(FailureReason::kInternalError, s.ToString());
       return;
     }
     sa_.dh.reset();  // The private value is not needed any more.
     sa_.init_response.assign(datagram.begin(), datagram.end());
+    if ((sa_.local_behind_nat || sa_.remote_behind_nat) && config_.nat_t_port != 0) {
+      remote_.port = config_.nat_t_port;
+    }
     if (absl::Status s = SendAuthRequest(); !s.ok())
       Fail(FailureReason::kInternalError, s.ToString());
     return;

@@ -32,7 +32,11 @@ absl::StatusOr<EnginePtr> CreateEngine(EngineConfig config, Clock& clock, Random
 class EngineImpl : public Engine {
  public:
   EngineImpl(EngineConfig config, Clock& clock, RandomSource& random, ChildSaSink& sink)
-      : config_(std::move(config)), clock_(clock), random_(random), sink_(sink) {}
+      : config_(std::move(config)),
+        clock_(clock),
+        random_(random),
+        sink_(sink),
+        remote_(config_.remote) {}
 
   // Engine
   absl::Status Initiate() override;
@@ -60,7 +64,7 @@ class EngineImpl : public Engine {
   absl::StatusOr<Bytes> Encode(const Message& plain);
   // Replaces an SK payload by its verified, decrypted contents.
   absl::StatusOr<Message> Decrypt(Message m, absl::Span<const uint8_t> datagram);
-  void Send(Bytes bytes) { Send(std::move(bytes), config_.remote); }
+  void Send(Bytes bytes) { Send(std::move(bytes), remote_); }
   void Send(Bytes bytes, const Endpoint& to);
   void SendRequest(Bytes bytes, uint8_t exchange, uint32_t message_id);
   void SendResponse(Bytes bytes, absl::Span<const uint8_t> request, uint32_t message_id);
@@ -87,6 +91,13 @@ class EngineImpl : public Engine {
   Clock& clock_;
   RandomSource& random_;
   ChildSaSink& sink_;
+
+  // Where our requests go: the configured peer, on the NAT-T port after a
+  // NAT was detected, and wherever its authenticated messages come from
+  // once behind a NAT (its mapping may change).
+  Endpoint remote_;
+  // The source of the datagram being handled.
+  Endpoint current_from_;
 
   State state_ = State::kIdle;
   IkeSa sa_;

@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "agent/ike/engine_impl.h"
 #include "agent/ike/engine_proposal.h"
+#include "agent/ike/exchange.h"
 #include "agent/ike/message.h"
 #include "agent/ike/test_pki.h"
 #include "common/clock.h"
@@ -214,18 +215,26 @@ class Pair {
   std::vector<EngineEvent> events_i;
   std::vector<EngineEvent> events_r;
   std::vector<Bytes> sent_by_initiator;
+  std::vector<Endpoint> sent_to_by_initiator;
 
  private:
   bool Move(Engine& from, Engine& to, const Endpoint& from_ep, bool from_initiator) {
     auto datagrams = from.TakeDatagrams();
     for (auto& d : datagrams) {
       int& index = from_initiator ? index_i_ : index_r_;
-      if (from_initiator) sent_by_initiator.push_back(d.data);
+      if (from_initiator) {
+        sent_by_initiator.push_back(d.data);
+        sent_to_by_initiator.push_back(d.to);
+      }
       const Fate fate = filter_ ? filter_(from_initiator, index, d.data) : Fate::kDeliver;
       ++index;
       if (fate == Fate::kDrop) continue;
-      to.HandleDatagram(d.data, from_ep);
-      if (fate == Fate::kDuplicate) to.HandleDatagram(d.data, from_ep);
+      // Both ends use the same port pair (500 or NAT-T 4500): the source
+      // port is the destination port.
+      Endpoint source = from_ep;
+      source.port = d.to.port;
+      to.HandleDatagram(d.data, source);
+      if (fate == Fate::kDuplicate) to.HandleDatagram(d.data, source);
     }
     return !datagrams.empty();
   }
@@ -575,6 +584,69 @@ TEST(EngineTest, DetectsNatInFrontOfInitiator) {
   EXPECT_FALSE(ike_i->remote_behind_nat);
   EXPECT_FALSE(ike_r->local_behind_nat);
   EXPECT_TRUE(ike_r->remote_behind_nat);
+  // The initiator moved to UDP 4500 after IKE_SA_INIT (RFC 7296 §2.23).
+  ASSERT_GE(pair.sent_to_by_initiator.size(), 2u);
+  EXPECT_EQ(pair.sent_to_by_initiator[0].port, 500);
+  EXPECT_EQ(pair.sent_to_by_initiator[1].port, 4500);
+  // Both CHILD SAs are UDP-encapsulated.
+  ASSERT_EQ(pair.sink_i().installed.size(), 1u);
+  ASSERT_EQ(pair.sink_r().installed.size(), 1u);
+  EXPECT_TRUE(pair.sink_i().installed[0].udp_encapsulation);
+  EXPECT_EQ(pair.sink_i().installed[0].remote_port, 4500);
+  EXPECT_TRUE(pair.sink_r().installed[0].udp_encapsulation);
+}
+
+TEST(EngineTest, WithoutNatStaysOnPort500) {
+  Side i, r;
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run());
+  for (const Endpoint& to : pair.sent_to_by_initiator) EXPECT_EQ(to.port, 500);
+  ASSERT_EQ(pair.sink_i().installed.size(), 1u);
+  EXPECT_FALSE(pair.sink_i().installed[0].udp_encapsulation);
+}
+
+TEST(EngineTest, InitiatorRetriesWithTheResponderCookie) {
+  Side side;
+  side.local_id = "left.example";
+  side.remote_id = "right.example";
+  side.local_ts = {Range(V4(10, 1, 0, 0), V4(10, 1, 0, 255))};
+  side.remote_ts = {Range(V4(10, 2, 0, 0), V4(10, 2, 0, 255))};
+  FakeClock clock;
+  SeededRandom random(7);
+  RecordingSink sink;
+  const Endpoint peer{V4(192, 0, 2, 2), 500};
+  auto engine =
+      CreateEngine(MakeConfig(side, Endpoint{V4(192, 0, 2, 1), 500}, peer), clock, random, sink);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  ASSERT_TRUE((*engine)->Initiate().ok());
+  auto first = (*engine)->TakeDatagrams();
+  ASSERT_EQ(first.size(), 1u);
+  auto request = DecodeMessage(first[0].data);
+  ASSERT_TRUE(request.ok());
+
+  Message cookie;
+  cookie.header = request->header;
+  cookie.header.response = true;
+  cookie.header.initiator = false;
+  NotifyPayload n;
+  n.type = kNotifyCookie;
+  n.data = Bytes{0xc0, 0x0c, 1, 2, 3};
+  cookie.payloads.push_back(MakePayload(kPayloadNotify, n));
+  (*engine)->HandleDatagram(EncodeMessage(cookie), peer);
+
+  auto second = (*engine)->TakeDatagrams();
+  ASSERT_EQ(second.size(), 1u);
+  auto retried = DecodeMessage(second[0].data);
+  ASSERT_TRUE(retried.ok());
+  EXPECT_EQ(retried->header.spi_i, request->header.spi_i);
+  ASSERT_FALSE(retried->payloads.empty());
+  const auto* first_payload = std::get_if<NotifyPayload>(&retried->payloads[0].body);
+  ASSERT_NE(first_payload, nullptr);
+  EXPECT_EQ(first_payload->type, kNotifyCookie);
+  EXPECT_EQ(first_payload->data, n.data);
+  // Everything after the cookie is the original request.
+  EXPECT_EQ(std::vector<Payload>(retried->payloads.begin() + 1, retried->payloads.end()),
+            request->payloads);
 }
 
 TEST(EngineTest, ResponderNarrowsTrafficSelectors) {

@@ -326,6 +326,7 @@ absl::Status IkeSaInitTask::Build(Message& m) {
     return absl::OkStatus();
   }
   if (sa_.initiator) {
+    if (!cookie_.empty()) m.payloads.push_back(MakeNotify(kNotifyCookie, cookie_));
     if (sa_.ni.empty()) sa_.ni = RandomNonce();
     if (sa_.dh == nullptr || sa_.dh->group() != static_cast<DhGroup>(sa_.dh_group)) {
       ASSIGN_OR_RETURN(sa_.dh, CreateDiffieHellman(static_cast<DhGroup>(sa_.dh_group)));
@@ -436,6 +437,18 @@ TaskResult IkeSaInitTask::ProcessRequest(const Message& m, const Endpoint& from)
 }
 
 TaskResult IkeSaInitTask::ProcessResponse(const Message& m, const Endpoint& from) {
+  if (const NotifyPayload* n = FindNotify(m, kNotifyCookie); n != nullptr) {
+    // The responder is under load and wants proof of our address: send the
+    // same request again with its cookie in front (a few times at most).
+    if (n->data.empty() || n->data.size() > 64) return TaskResult::Ignore();
+    if (n->data == cookie_) return TaskResult::Ignore();  // A late copy.
+    if (++cookies_seen_ > 3) {
+      return TaskResult::Fail(FailureReason::kPeerNotResponding,
+                              "responder keeps asking for a new cookie");
+    }
+    cookie_ = n->data;
+    return TaskResult::Retry();
+  }
   if (const NotifyPayload* n = FindNotify(m, kNotifyInvalidKePayload); n != nullptr) {
     if (n->data.size() != 2) {
       return TaskResult::Fail(FailureReason::kNoProposalChosen, "malformed INVALID_KE_PAYLOAD");

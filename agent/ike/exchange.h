@@ -92,6 +92,10 @@ class IkeSaInitTask {
   const EngineConfig& config_;
   RandomSource& random_;
   std::set<uint16_t> tried_groups_;
+  // Initiator: the responder's COOKIE (RFC 7296 §2.6), sent first in the
+  // retried request; and how many times one was asked for.
+  Bytes cookie_;
+  int cookies_seen_ = 0;
   uint8_t chosen_number_ = 1;
   std::optional<std::pair<uint16_t, Bytes>> reject_notify_;
 };

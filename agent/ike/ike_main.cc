@@ -46,8 +46,8 @@ ABSL_FLAG(std::string, remote, "", "Required. The peer's IP address, same family
 ABSL_FLAG(int, port, 500, "UDP port for IKE, local and remote.");
 ABSL_FLAG(int, nat_t_port, 4500,
           "Also listen on this UDP port for IKE with the non-ESP marker (RFC 3948), where a "
-          "peer that sees a NAT floats to; responses go back there. 0 disables it. strait-ike "
-          "itself does not float when it initiates.");
+          "peer that sees a NAT floats to, and where strait-ike moves when it initiates and "
+          "detects a NAT. 0 disables it.");
 ABSL_FLAG(std::string, local_id, "",
           "Our IKE identity: an IP address (ID_IPV4_ADDR/ID_IPV6_ADDR), user@domain "
           "(ID_RFC822_ADDR), a DN with '=' in it (\"C=CH, O=Strait, CN=gw\", ID_DER_ASN1_DN) or "
@@ -266,6 +266,11 @@ int main(int argc, char** argv) {
   if (port <= 0 || port > 65535) return UsageError("--port must be 1..65535");
   config.local = {*local, static_cast<uint16_t>(port)};
   config.remote = {*remote, static_cast<uint16_t>(port)};
+  const int nat_t_port = absl::GetFlag(FLAGS_nat_t_port);
+  if (nat_t_port < 0 || nat_t_port > 65535 || nat_t_port == port) {
+    return UsageError("--nat-t-port must be 0..65535 and differ from --port");
+  }
+  config.nat_t_port = static_cast<uint16_t>(nat_t_port);
 
   std::string local_id = absl::GetFlag(FLAGS_local_id);
   std::string remote_id = absl::GetFlag(FLAGS_remote_id);
@@ -331,10 +336,6 @@ int main(int argc, char** argv) {
   absl::StatusOr<strait::ike::EnginePtr> engine =
       strait::ike::CreateEngine(std::move(config), clock, *random, sink);
   if (!engine.ok()) return UsageError(std::string(engine.status().message()));
-  const int nat_t_port = absl::GetFlag(FLAGS_nat_t_port);
-  if (nat_t_port < 0 || nat_t_port > 65535 || nat_t_port == port) {
-    return UsageError("--nat-t-port must be 0..65535 and differ from --port");
-  }
   absl::StatusOr<strait::ike::UdpIoPtr> io =
       strait::ike::UdpIo::Create(bind_to, static_cast<uint16_t>(nat_t_port));
   if (!io.ok()) {
