@@ -113,7 +113,7 @@ make_ca() {
   local name=$1 subject=$2
   ca_config "$name"
   genkey "$DIR/$name.key" ecdsa256
-  LEAF_SAN= sign "$name" "$subject" "$DIR/$name.key" "$DIR/$name.crt" ca_ext
+  LEAF_SAN='' sign "$name" "$subject" "$DIR/$name.key" "$DIR/$name.crt" ca_ext
 }
 
 # make_leaf CA FILE_BASE NAME IP KIND
@@ -124,7 +124,7 @@ make_leaf() {
     "$DIR/$base-$kind.key" "$DIR/$base-$kind.crt" leaf_ext "$DIR/$ca.crt" "$DIR/$ca.key"
 }
 
-export LEAF_SAN=
+export LEAF_SAN=''
 make_ca ca "/C=CH/O=Strait Test/CN=Strait Test CA"
 for kind in ecdsa256 ecdsa384 rsa; do
   make_leaf ca strait strait "$STRAIT_IP" "$kind"
