@@ -652,8 +652,8 @@ absl::StatusOr<AuthSignature> LocalCredentialsImpl::Sign(
   if (!hash_id.has_value()) {
     auth.method = ClassicMethod(key_type_);
     if (key_type_ == KeyType::kRsa) {
-      // RFC 7296 §3.8 leaves the hash open; SHA-1 is what everyone, and
-      // strongSwan in particular, uses and expects for method 1.
+      // RFC 7296 §3.8 names no hash; SHA-1 is the de facto one for method
+      // 1, and the one strongSwan signs and verifies it with.
       ASSIGN_OR_RETURN(auth.data, DigestSign(key_.get(), EVP_sha1(), signed_octets));
       return auth;
     }
