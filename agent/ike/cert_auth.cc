@@ -283,12 +283,13 @@ const EVP_MD* DigestByNid(int nid) {
   return nullptr;
 }
 
-// The hash for an RFC 7427 signature: the curve's own when the peer has it,
-// else the strongest the peer listed; nullopt when it listed none we have.
+// The hash for an RFC 7427 signature: the curve's own when the peer has it;
+// for RSA SHA-256 (what strongSwan picks for RSA up to 3072 bits, so that
+// peers with `rsa-2048-sha256`-style constraints accept it); else the
+// strongest the peer listed; nullopt when it listed none we have.
 std::optional<uint16_t> ChooseHash(KeyType type, absl::Span<const uint16_t> peer_hashes) {
-  if (type != KeyType::kRsa && absl::c_linear_search(peer_hashes, NaturalHash(type))) {
-    return NaturalHash(type);
-  }
+  const uint16_t preferred = type == KeyType::kRsa ? kHashSha256 : NaturalHash(type);
+  if (absl::c_linear_search(peer_hashes, preferred)) return preferred;
   for (const SignatureHash& h : kSignatureHashes) {
     if (absl::c_linear_search(peer_hashes, h.id)) return h.id;
   }

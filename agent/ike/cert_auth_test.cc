@@ -536,7 +536,7 @@ INSTANTIATE_TEST_SUITE_P(Keys, SignatureTest,
                            return name;
                          });
 
-TEST(HashChoiceTest, FollowsCurveThenStrongestCommon) {
+TEST(HashChoiceTest, FollowsCurveOrSha256ForRsaThenStrongestCommon) {
   const struct {
     const char* key_type;
     std::vector<uint16_t> peer;
@@ -548,8 +548,11 @@ TEST(HashChoiceTest, FollowsCurveThenStrongestCommon) {
       {"P-384", {kHashSha512, kHashSha384, kHashSha256}, kAuthDigitalSignature, kEcdsaWithSha384},
       {"P-384", {kHashSha256}, kAuthDigitalSignature, kEcdsaWithSha256},
       {"P-521", {kHashSha256, kHashSha384}, kAuthDigitalSignature, kEcdsaWithSha384},
-      {"RSA", {kHashSha256, kHashSha384, kHashSha512}, kAuthDigitalSignature, kSha512WithRsa},
-      {"RSA", {kHashSha384, kHashSha256}, kAuthDigitalSignature, kSha384WithRsa},
+      // RSA: SHA-256 when the peer has it (as strongSwan picks), else the
+      // strongest common one.
+      {"RSA", {kHashSha256, kHashSha384, kHashSha512}, kAuthDigitalSignature, kSha256WithRsa},
+      {"RSA", {kHashSha384, kHashSha256}, kAuthDigitalSignature, kSha256WithRsa},
+      {"RSA", {kHashSha384, kHashSha512}, kAuthDigitalSignature, kSha512WithRsa},
       // SHA-1 (1) and Identity (5) are listed by peers but not ours to use.
       {"RSA", {1, 5, kHashSha256}, kAuthDigitalSignature, kSha256WithRsa},
       {"RSA", {1, 5}, kAuthRsaSignature, ""},

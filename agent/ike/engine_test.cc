@@ -798,9 +798,9 @@ INSTANTIATE_TEST_SUITE_P(Keys, EngineCertTest,
                                            CertCase{KeyType::kEcdsaP256, KeyType::kEcdsaP384,
                                                     "ecdsa-with-SHA256", "ecdsa-with-SHA384"},
                                            CertCase{KeyType::kEcdsaP521, KeyType::kRsa2048,
-                                                    "ecdsa-with-SHA512", "sha512WithRSAEncryption"},
+                                                    "ecdsa-with-SHA512", "sha256WithRSAEncryption"},
                                            CertCase{KeyType::kRsa2048, KeyType::kEcdsaP256,
-                                                    "sha512WithRSAEncryption",
+                                                    "sha256WithRSAEncryption",
                                                     "ecdsa-with-SHA256"}));
 
 TEST(EngineCertTest, DistinguishedNameIdentities) {
