@@ -1,134 +1,141 @@
 #!/usr/bin/env bash
-# Creates a test PKI for the certificate interop tests with the openssl CLI.
+# Creates a throwaway PKI for the interop tests with the openssl CLI.
 #
-# Usage: make_pki.sh DIR
-#   STRAIT_IP (default 10.99.0.1) and PEER_IP (default 10.99.0.2) are put
-#   into the subjectAltNames of the `strait` and `peer` leaves.
+# Usage: make_pki.sh DIR [STRAIT_IP [CHARON_IP]]
+#        (defaults 192.0.2.2 and 192.0.2.1, the test's namespace addresses)
 #
-# Files in DIR (certificates PEM, keys PKCS#8 PEM with mode 0600):
-#   ca.{crt,key}               "C=CH, O=Strait Test, CN=Strait Test CA", P-256
-#   {strait,peer}-ecdsa256.*   ECDSA P-256 leaf
-#   {strait,peer}-ecdsa384.*   ECDSA P-384 leaf
-#   {strait,peer}-rsa.*        RSA-2048 leaf
-#       subject "C=CH, O=Strait Test, CN={name}.strait.test",
-#       subjectAltName DNS:{name}.strait.test, IP:$STRAIT_IP or IP:$PEER_IP
-#   rogue-ca.{crt,key}         "CN=Rogue CA", P-256, trusted by nobody
-#   rogue-ecdsa256.*           P-256 leaf from the rogue CA with the subject
-#                              and subjectAltNames of `strait`
-# Every certificate is valid from a day ago for 31 days (usable for 30
-# days from now); serial numbers count up from 1000 per CA. Leaves carry
-# keyUsage digitalSignature and no extendedKeyUsage. Existing files are
-# replaced. Prints nothing unless a step fails.
+# In DIR:
+#   ca.crt                     "C=CH, O=Strait Test, CN=Strait Test CA" (ECDSA P-256)
+#   NAME-p256.{crt,key}        for NAME in strait and charon: ECDSA P-256,
+#   NAME-p384.{crt,key}        ECDSA P-384 and RSA-2048 leaves with subject
+#   NAME-rsa.{crt,key}         "C=CH, O=Strait Test, CN=NAME.strait.test" and
+#                              SANs DNS:NAME.strait.test, IP:<its address>
+#   rogue-ca.crt               "CN=Rogue CA" (ECDSA P-256)
+#   charon-rogue.{crt,key}     an ECDSA P-384 leaf of the rogue CA with the
+#                              same subject and SANs as the good charon leaves
+# Keys are PKCS#8 PEM, mode 0600; CA keys stay in DIR/ca-work. Every
+# certificate is valid from yesterday for 30 days.
 set -euo pipefail
 
-DIR=${1:?usage: $0 DIR}
-STRAIT_IP=${STRAIT_IP:-10.99.0.1}
-PEER_IP=${PEER_IP:-10.99.0.2}
+DIR=${1:?usage: $0 DIR [STRAIT_IP [CHARON_IP]]}
+STRAIT_IP=${2:-192.0.2.2}
+CHARON_IP=${3:-192.0.2.1}
+command -v openssl >/dev/null || { echo "make_pki.sh: openssl not installed" >&2; exit 1; }
 
-mkdir -p "$DIR"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/strait-pki.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$DIR/ca-work"
+DIR=$(realpath "$DIR")
+WORKDIR=$DIR/ca-work
+umask 077
 
-# Runs a command, showing its output only when it fails.
-quiet() {
-  local out
-  if ! out=$("$@" 2>&1); then
-    printf 'make_pki.sh: failed: %s\n%s\n' "$*" "$out" >&2
-    return 1
-  fi
+START=$(date -u -d yesterday +%Y%m%d%H%M%SZ)
+END=$(date -u -d '29 days' +%Y%m%d%H%M%SZ)
+
+# new_key FILE ALG: a PKCS#8 PEM key; ALG is p256, p384 or rsa.
+new_key() {
+  case $2 in
+    p256) openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+            -pkeyopt ec_param_enc:named_curve -out "$1" ;;
+    p384) openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 \
+            -pkeyopt ec_param_enc:named_curve -out "$1" ;;
+    rsa) openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1" ;;
+    *) echo "make_pki.sh: unknown key type $2" >&2; return 1 ;;
+  esac 2>/dev/null
+  chmod 0600 "$1"
 }
 
-START=$(date -u -d '1 day ago' +%Y%m%d%H%M%SZ)
-END=$(date -u -d '30 days' +%Y%m%d%H%M%SZ)
-
-# A fresh database and configuration for the CA named $1.
+# ca_config NAME: `openssl ca` configuration of CA NAME (its own database,
+# subject order preserved, random serials). The certificate's extensions
+# come from the section given with -extensions.
 ca_config() {
-  local ca=$1
-  mkdir -p "$WORK/$ca/new"
-  : >"$WORK/$ca/index.txt"
-  echo 1000 >"$WORK/$ca/serial"
-  cat >"$WORK/$ca/openssl.cnf" <<EOF
-[ca]
+  local d=$WORKDIR/$1
+  mkdir -p "$d"
+  : >"$d/index.txt"
+  cat >"$d/openssl.cnf" <<CNF
+[ ca ]
 default_ca = this_ca
 
-[this_ca]
-database = $WORK/$ca/index.txt
-new_certs_dir = $WORK/$ca/new
-serial = $WORK/$ca/serial
+[ this_ca ]
+dir = $d
+database = $d/index.txt
+new_certs_dir = $d
+certificate = $d/ca.crt
+private_key = $d/ca.key
+rand_serial = yes
 default_md = sha256
-policy = any_subject
+policy = policy_any
 preserve = yes
 unique_subject = no
-email_in_dn = no
 copy_extensions = none
+email_in_dn = no
 
-[any_subject]
+[ policy_any ]
 countryName = optional
 organizationName = optional
 commonName = supplied
 
-[ca_ext]
+[ req ]
+distinguished_name = req_dn
+prompt = no
+string_mask = utf8only
+
+[ req_dn ]
+CN = unused
+
+[ ca_ext ]
 basicConstraints = critical, CA:TRUE
 keyUsage = critical, keyCertSign, cRLSign
 subjectKeyIdentifier = hash
 
-[leaf_ext]
-basicConstraints = CA:FALSE
+[ leaf_ext ]
+basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
-subjectAltName = \${ENV::LEAF_SAN}
-EOF
+subjectAltName = \$ENV::LEAF_SAN
+CNF
 }
 
-# genkey FILE KIND: a PKCS#8 private key, KIND ecdsa256, ecdsa384 or rsa.
-genkey() {
-  local file=$1 kind=$2
-  local -a args
-  case $kind in
-    ecdsa256) args=(-algorithm EC -pkeyopt ec_paramgen_curve:P-256) ;;
-    ecdsa384) args=(-algorithm EC -pkeyopt ec_paramgen_curve:P-384) ;;
-    rsa) args=(-algorithm RSA -pkeyopt rsa_keygen_bits:2048) ;;
-    *) echo "make_pki.sh: unknown key kind $kind" >&2; return 1 ;;
-  esac
-  rm -f "$file"
-  (umask 077 && quiet openssl genpkey "${args[@]}" -out "$file")
-  chmod 600 "$file"
-}
-
-# sign CA SUBJECT KEY OUT EXTENSIONS [ISSUER_CRT ISSUER_KEY]: a certificate
-# for KEY; self-signed when no issuer is given.
+# sign CA SUBJECT KEY OUT EXT: CA (a ca_config name) signs a request for
+# KEY with SUBJECT (openssl's /A=b form); self-signed when EXT is ca_ext.
 sign() {
-  local ca=$1 subject=$2 key=$3 out=$4 ext=$5 issuer_crt=${6:-} issuer_key=${7:-}
-  local csr="$WORK/$ca/request.csr"
-  quiet openssl req -new -key "$key" -subj "$subject" -utf8 -out "$csr"
-  local -a issuer=(-selfsign -keyfile "$key")
-  [[ -n $issuer_crt ]] && issuer=(-cert "$issuer_crt" -keyfile "$issuer_key")
-  quiet openssl ca -batch -notext -config "$WORK/$ca/openssl.cnf" "${issuer[@]}" \
-    -startdate "$START" -enddate "$END" -extensions "$ext" -in "$csr" -out "$out"
-  chmod 644 "$out"
+  local subject=$2 key=$3 out=$4 ext=$5 cnf=$WORKDIR/$1/openssl.cnf csr
+  csr=$(mktemp "$WORKDIR/req.XXXXXX")
+  # The configuration refers to it, whichever command reads it.
+  export LEAF_SAN=${LEAF_SAN:-DNS:unused}
+  openssl req -new -config "$cnf" -key "$key" -subj "$subject" -out "$csr"
+  local self=()
+  [[ $ext == ca_ext ]] && self=(-selfsign -keyfile "$key")
+  openssl ca -batch -config "$cnf" -in "$csr" -out "$out" \
+    -startdate "$START" -enddate "$END" -extensions "$ext" -notext "${self[@]}" 2>"$csr.err" ||
+    { cat "$csr.err" >&2; return 1; }
+  rm -f "$csr" "$csr.err"
+  chmod 0644 "$out"
 }
 
-make_ca() {
-  local name=$1 subject=$2
-  ca_config "$name"
-  genkey "$DIR/$name.key" ecdsa256
-  LEAF_SAN='' sign "$name" "$subject" "$DIR/$name.key" "$DIR/$name.crt" ca_ext
+new_ca() {  # new_ca NAME SUBJECT OUT
+  ca_config "$1"
+  new_key "$WORKDIR/$1/ca.key" p256
+  sign "$1" "$2" "$WORKDIR/$1/ca.key" "$WORKDIR/$1/ca.crt" ca_ext
+  cp "$WORKDIR/$1/ca.crt" "$3"
+  chmod 0644 "$3"
 }
 
-# make_leaf CA FILE_BASE NAME IP KIND
-make_leaf() {
-  local ca=$1 base=$2 name=$3 ip=$4 kind=$5
-  genkey "$DIR/$base-$kind.key" "$kind"
-  LEAF_SAN="DNS:$name.strait.test, IP:$ip" sign "$ca" "/C=CH/O=Strait Test/CN=$name.strait.test" \
-    "$DIR/$base-$kind.key" "$DIR/$base-$kind.crt" leaf_ext "$DIR/$ca.crt" "$DIR/$ca.key"
+leaf() {  # leaf CA NAME IP ALG BASENAME
+  new_key "$DIR/$5.key" "$4"
+  LEAF_SAN="DNS:$2.strait.test, IP:$3" \
+    sign "$1" "/C=CH/O=Strait Test/CN=$2.strait.test" "$DIR/$5.key" "$DIR/$5.crt" leaf_ext
 }
 
-export LEAF_SAN=''
-make_ca ca "/C=CH/O=Strait Test/CN=Strait Test CA"
-for kind in ecdsa256 ecdsa384 rsa; do
-  make_leaf ca strait strait "$STRAIT_IP" "$kind"
-  make_leaf ca peer peer "$PEER_IP" "$kind"
+new_ca good "/C=CH/O=Strait Test/CN=Strait Test CA" "$DIR/ca.crt"
+for alg in p256 p384 rsa; do
+  leaf good strait "$STRAIT_IP" "$alg" "strait-$alg"
+  leaf good charon "$CHARON_IP" "$alg" "charon-$alg"
 done
-make_ca rogue-ca "/CN=Rogue CA"
-make_leaf rogue-ca rogue strait "$STRAIT_IP" ecdsa256
+new_ca rogue "/CN=Rogue CA" "$DIR/rogue-ca.crt"
+leaf rogue charon "$CHARON_IP" p384 charon-rogue
+
+for crt in "$DIR"/strait-*.crt "$DIR"/charon-*.crt; do
+  openssl verify -CAfile "$DIR/ca.crt" "$crt" >/dev/null 2>&1 ||
+    [[ $crt == */charon-rogue.crt ]] ||
+    { echo "make_pki.sh: $crt does not verify" >&2; exit 1; }
+done
