@@ -468,7 +468,7 @@ TaskResult IkeSaInitTask::ProcessResponse(const Message& m, const Endpoint& from
   if (const NotifyPayload* n = FindErrorNotify(m); n != nullptr) {
     return TaskResult::Fail(n->type == kNotifyNoProposalChosen ? FailureReason::kNoProposalChosen
                                                                : FailureReason::kInternalError,
-                            absl::StrCat("peer sent notify ", n->type));
+                            absl::StrCat("peer sent ", NotifyTypeName(n->type)));
   }
   const auto* sa = Find<SaPayload>(m, kPayloadSa);
   const auto* ke = Find<KePayload>(m, kPayloadKe);

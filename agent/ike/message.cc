@@ -9,6 +9,39 @@
 #include "common/status_macros.h"
 
 namespace strait::ike {
+
+std::string NotifyTypeName(uint16_t type) {
+  switch (type) {
+    case kNotifyUnsupportedCriticalPayload:
+      return "UNSUPPORTED_CRITICAL_PAYLOAD";
+    case kNotifyInvalidIkeSpi:
+      return "INVALID_IKE_SPI";
+    case kNotifyInvalidMajorVersion:
+      return "INVALID_MAJOR_VERSION";
+    case kNotifyInvalidSyntax:
+      return "INVALID_SYNTAX";
+    case kNotifyInvalidMessageId:
+      return "INVALID_MESSAGE_ID";
+    case kNotifyInvalidSpi:
+      return "INVALID_SPI";
+    case kNotifyNoProposalChosen:
+      return "NO_PROPOSAL_CHOSEN";
+    case kNotifyInvalidKePayload:
+      return "INVALID_KE_PAYLOAD";
+    case kNotifyAuthenticationFailed:
+      return "AUTHENTICATION_FAILED";
+    case kNotifyNoAdditionalSas:
+      return "NO_ADDITIONAL_SAS";
+    case kNotifyTsUnacceptable:
+      return "TS_UNACCEPTABLE";
+    case kNotifyInitialContact:
+      return "INITIAL_CONTACT";
+    case kNotifyCookie:
+      return "COOKIE";
+    default:
+      return absl::StrCat("notify ", type);
+  }
+}
 namespace {
 
 uint16_t Get16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }

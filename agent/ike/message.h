@@ -116,6 +116,9 @@ enum NotifyType : uint16_t {
 };
 
 // Header flag bits.
+// "NO_PROPOSAL_CHOSEN", ... for the types above; "notify <n>" otherwise.
+std::string NotifyTypeName(uint16_t type);
+
 inline constexpr uint8_t kFlagInitiator = 0x08;
 inline constexpr uint8_t kFlagVersion = 0x10;
 inline constexpr uint8_t kFlagResponse = 0x20;
