@@ -65,6 +65,7 @@ PolicyConfig MakePolicy(int i) {
 // Runs argv, waits for it; its exit status, or -1.
 int Run(const std::vector<std::string>& args) {
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   pid_t pid;
@@ -115,6 +116,7 @@ int Main() {
     return 1;
   }
   std::vector<PolicyConfig> policies;
+  policies.reserve(n);
   for (int i = 0; i < n; ++i) policies.push_back(MakePolicy(i));
 
   // 1. AddPolicies, `batch` at a time.
@@ -146,6 +148,7 @@ int Main() {
   // 3. One `ip xfrm policy add` process each, with the same priority the
   // backend would pick.
   std::vector<std::vector<std::string>> commands;
+  commands.reserve(policies.size());
   for (const PolicyConfig& p : policies) {
     const Address& d = p.selector.destination;
     commands.push_back({ip,

@@ -24,10 +24,10 @@ namespace {
 // A batch datagram holds at most this many bytes; the send buffer is twice
 // that because libmnl's batch writes the message that overflows a datagram
 // behind it before moving it to the front of the next.
-constexpr size_t kBatchLimitBytes = 32 * 1024;
+constexpr size_t kBatchLimitBytes = size_t{32} * 1024;
 constexpr size_t kSendBufferBytes = 2 * kBatchLimitBytes;
 // The kernel sizes dump datagrams by our reads, up to 32 KiB.
-constexpr size_t kReceiveBufferBytes = 64 * 1024;
+constexpr size_t kReceiveBufferBytes = size_t{64} * 1024;
 
 // XFRMNLGRP_* are group numbers; bind() takes a bitmask.
 constexpr uint32_t GroupBit(int group) { return 1u << (group - 1); }

@@ -368,7 +368,7 @@ TEST(SaBytes, UpdateDeleteAndGetNameTheSaWithItsMark) {
 
 TEST(SaBytes, InvalidSasAreRefusedBeforeAnythingIsSent) {
   FakeKernel k = MakeFake();
-  auto expect_refused = [&](SaConfig sa, absl::StatusCode code, const char* words) {
+  auto expect_refused = [&](const SaConfig& sa, absl::StatusCode code, const char* words) {
     absl::Status status = k.dataplane->AddSa(sa);
     EXPECT_EQ(status.code(), code) << status;
     EXPECT_THAT(std::string(status.message()), HasSubstr(words));
@@ -618,7 +618,7 @@ TEST(PolicyBytes, DeleteNamesSelectorDirectionMarkAndIfId) {
   EXPECT_EQ(id.dir, XFRM_POLICY_IN);
   EXPECT_EQ(id.sel.family, AF_INET6);
   EXPECT_EQ(id.sel.prefixlen_s, 48);
-  EXPECT_EQ(memcmp(&id.sel.daddr, s.destination.data(), 16), 0);
+  EXPECT_EQ(memcmp(id.sel.daddr.a6, s.destination.data(), 16), 0);
   EXPECT_EQ(id.index, 0u);
   EXPECT_THAT(d.types(), UnorderedElementsAre(XFRMA_MARK, XFRMA_IF_ID));
 
