@@ -24,6 +24,18 @@ namespace strait::dataplane {
 
 using Address = std::vector<uint8_t>;  // 4 or 16 bytes, network order.
 
+// Reqids tie an SA to its policies. Callers allocate them in this range and
+// backends refuse others: the kernel's XFRM tables are shared with other IKE
+// daemons (strongSwan and Libreswan count their reqids up from small
+// numbers), and the XFRM backend recognises Strait's own SAs and policies by
+// a reqid in this range ("ST" in the top 16 bits) when it lists and
+// reconciles them.
+inline constexpr uint32_t kReqidFirst = 0x53540001;
+inline constexpr uint32_t kReqidLast = 0x5354ffff;
+inline constexpr bool IsStraitReqid(uint32_t reqid) {
+  return reqid >= kReqidFirst && reqid <= kReqidLast;
+}
+
 // An SA is named by (destination, SPI, protocol ESP).
 struct SaId {
   Address destination;
@@ -48,8 +60,8 @@ struct UdpEncapsulation {
 // A tunnel-mode ESP SA.
 struct SaConfig {
   SaId id;
-  Address source;  // Outer addresses; destination is id.destination.
-  uint32_t reqid = 0;
+  Address source;      // Outer addresses; destination is id.destination.
+  uint32_t reqid = 0;  // In [kReqidFirst, kReqidLast].
   // IKEv2 transform IDs: encryption 20 (AES-GCM-16, key | 4-byte salt) or
   // 12 (AES-CBC), with integrity 12/13/14 (HMAC-SHA2-256-128/384-192/
   // 512-256) for CBC; `key_bits` is the cipher key length without salt.
@@ -92,7 +104,7 @@ struct PolicyConfig {
   Direction direction = Direction::kOut;
   Address tunnel_source;
   Address tunnel_destination;
-  uint32_t reqid = 0;
+  uint32_t reqid = 0;     // In [kReqidFirst, kReqidLast].
   uint32_t priority = 0;  // 0: the backend's default.
   uint32_t mark = 0;
   uint32_t mark_mask = 0;
@@ -143,9 +155,11 @@ class Dataplane {
   virtual absl::Status AddPolicy(const PolicyConfig& policy) = 0;
   // Several at once; as one batch where the backend can.
   virtual absl::Status AddPolicies(const std::vector<PolicyConfig>& policies) = 0;
-  // NotFound when there is none.
+  // NotFound when there is none. A policy is named by selector, direction,
+  // mark (value and mask) and if_id, as it was added.
   virtual absl::Status DeletePolicy(const Selector& selector, Direction direction,
-                                    uint32_t mark = 0, uint32_t mark_mask = 0) = 0;
+                                    uint32_t mark = 0, uint32_t mark_mask = 0,
+                                    uint32_t if_id = 0) = 0;
 
   virtual absl::StatusOr<SaCounters> GetCounters(const SaId& id) = 0;
   // What this agent installed (backends tag their state) and still holds.
