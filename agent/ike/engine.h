@@ -113,6 +113,12 @@ struct EngineConfig {
   // interval: no probes.
   absl::Duration dpd_interval = absl::ZeroDuration();
   absl::Duration dpd_timeout = absl::Seconds(150);
+  // CHILD SA rekey (RFC 7296 §1.3.3): this long after a CHILD SA is
+  // installed, less a random part of `rekey_fuzz`, this end replaces it
+  // with CREATE_CHILD_SA (new SA installed before the old one is deleted).
+  // Zero: only when RekeyChild() is called (or the peer rekeys).
+  absl::Duration child_rekey_after = absl::ZeroDuration();
+  absl::Duration rekey_fuzz = absl::ZeroDuration();
 };
 
 // Randomness for SPIs and nonces. DH private keys come from OpenSSL's DRBG
@@ -150,6 +156,9 @@ class ChildSaSink {
   virtual ~ChildSaSink() = default;
   // An error fails the negotiation locally (the SA stays unusable).
   virtual absl::Status InstallChildSa(const ChildSa& sa) = 0;
+  // The CHILD SA is gone (rekeyed and replaced, or deleted by the peer);
+  // its SPIs name it. Errors are logged, nothing else.
+  virtual absl::Status RemoveChildSa(const ChildSa& sa) = 0;
 };
 
 enum class FailureReason {
@@ -167,7 +176,16 @@ struct EngineEvent {
   // kDeleted: the IKE SA (and its CHILD SA) is gone, deleted by us
   // (Delete()) or by the peer (`by_peer`); kChildSaDeleted: the peer
   // deleted the CHILD SA (`child_inbound_spi`), the IKE SA stays.
-  enum class Kind { kIkeSaEstablished, kChildSaEstablished, kFailed, kDeleted, kChildSaDeleted };
+  // kChildSaRekeyFailed: our CREATE_CHILD_SA failed (`reason`); the old
+  // CHILD SA stays and the rekey is tried again later.
+  enum class Kind {
+    kIkeSaEstablished,
+    kChildSaEstablished,
+    kFailed,
+    kDeleted,
+    kChildSaDeleted,
+    kChildSaRekeyFailed,
+  };
   Kind kind = Kind::kFailed;
   // kIkeSaEstablished and kChildSaEstablished.
   uint64_t ike_spi_i = 0;
@@ -186,6 +204,9 @@ struct EngineEvent {
   // kChildSaEstablished.
   uint32_t child_inbound_spi = 0;
   uint32_t child_outbound_spi = 0;
+  // kChildSaEstablished by a rekey: the inbound SPI of the SA it replaces.
+  bool rekeyed = false;
+  uint32_t replaced_inbound_spi = 0;
   std::vector<TrafficSelectorRange> local_ts;
   std::vector<TrafficSelectorRange> remote_ts;
   // kFailed.
@@ -205,15 +226,19 @@ struct OutboundDatagram {
 struct EngineCounters {
   uint64_t datagrams_received = 0;
   uint64_t datagrams_sent = 0;
-  uint64_t malformed_dropped = 0;      // Failed to decode or Verify().
-  uint64_t undecryptable_dropped = 0;  // SK payload failed to open.
-  uint64_t unexpected_dropped = 0;     // Wrong SPI, exchange, state or source.
-  uint64_t stale_dropped = 0;          // Old message ID, or a changed retransmit.
-  uint64_t retransmits_sent = 0;       // Our requests sent again on timeout.
-  uint64_t responses_resent = 0;       // Cached responses to retransmits.
-  uint64_t dpd_probes_sent = 0;        // Liveness checks (not their retransmits).
-  uint64_t deletes_sent = 0;           // DELETE requests for the IKE SA.
-  uint64_t deletes_received = 0;       // DELETE requests from the peer (IKE or CHILD).
+  uint64_t malformed_dropped = 0;       // Failed to decode or Verify().
+  uint64_t undecryptable_dropped = 0;   // SK payload failed to open.
+  uint64_t unexpected_dropped = 0;      // Wrong SPI, exchange, state or source.
+  uint64_t stale_dropped = 0;           // Old message ID, or a changed retransmit.
+  uint64_t retransmits_sent = 0;        // Our requests sent again on timeout.
+  uint64_t responses_resent = 0;        // Cached responses to retransmits.
+  uint64_t dpd_probes_sent = 0;         // Liveness checks (not their retransmits).
+  uint64_t deletes_sent = 0;            // DELETE requests for the IKE SA.
+  uint64_t deletes_received = 0;        // DELETE requests from the peer (IKE or CHILD).
+  uint64_t child_rekeys_initiated = 0;  // Our CREATE_CHILD_SA rekeys that completed.
+  uint64_t child_rekeys_answered = 0;   // The peer's that we completed.
+  uint64_t child_rekey_failures = 0;
+  uint64_t rekey_collisions = 0;  // Both ends rekeyed the same SA (RFC 7296 §2.8.1).
 };
 
 class Engine {
@@ -237,6 +262,9 @@ class Engine {
   // DELETE when established, then kDeleted once answered or given up on.
   // A negotiation in progress just ends (kDeleted at once).
   virtual void Delete() = 0;
+  // Rekeys the CHILD SA now (a kernel soft-expire, say), or as soon as the
+  // request in flight is answered. FailedPrecondition unless established.
+  virtual absl::Status RekeyChild() = 0;
   // A UDP payload received from `from` (non-ESP marker already stripped).
   virtual void HandleDatagram(absl::Span<const uint8_t> datagram, const Endpoint& from) = 0;
   // Runs timers due at `now` (retransmission, give-up).

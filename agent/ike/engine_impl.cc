@@ -250,6 +250,8 @@ void EngineImpl::InstallChild(ChildSa& child) {
   next_request_id_ = sa_.initiator ? 2 : 0;
   peer_next_id_ = sa_.initiator ? 0 : 2;
   last_received_ = clock_.Now();
+  children_.push_back(child);
+  ScheduleRekey();
   LOG_INFO("CHILD SA established")
       .With("initiator", sa_.initiator)
       .With("spi_in", static_cast<uint64_t>(child.inbound_spi))
@@ -333,10 +335,18 @@ void EngineImpl::HandleResponse(const Message& m, absl::Span<const uint8_t> data
     request_deadline_.reset();
     if (state_ == State::kDeleting) {
       Deleted(false, "deleted");
-    } else if (delete_requested_) {
-      delete_requested_ = false;
-      Delete();
+      return;
     }
+    if (child_delete_in_flight_ != 0) {
+      RemoveChild(std::exchange(child_delete_in_flight_, 0), /*by_peer=*/false);
+    }
+    SendQueued();
+    return;
+  }
+  if (pending_exchange_ == kExchangeCreateChildSa) {
+    request_deadline_.reset();
+    HandleRekeyResponse(*plain);
+    if (!pending_) SendQueued();
     return;
   }
   const TaskResult r = auth_task_->Process(*plain);
@@ -413,17 +423,13 @@ void EngineImpl::HandleEstablishedRequest(const Message& m, absl::Span<const uin
     }
   };
   if (m.header.exchange_type == kExchangeCreateChildSa) {
-    // Rekeying and further CHILD SAs come with CREATE_CHILD_SA proper.
-    NotifyPayload n;
-    n.type = kNotifyNoAdditionalSas;
-    response.payloads.push_back(MakePayload(kPayloadNotify, std::move(n)));
+    HandleRekeyRequest(*plain, response);
     respond();
     return;
   }
   bool auth_failed = false;
   bool delete_ike = false;
-  bool delete_child = false;
-  const ChildSa* child = auth_task_ != nullptr ? &auth_task_->child() : nullptr;
+  std::vector<uint32_t> deleted_children;  // Our inbound SPIs.
   for (const Payload& p : plain->payloads) {
     if (const auto* n = std::get_if<NotifyPayload>(&p.body); n != nullptr) {
       // RFC 7296 §2.21.2: the initiator refusing our AUTH after we
@@ -431,42 +437,274 @@ void EngineImpl::HandleEstablishedRequest(const Message& m, absl::Span<const uin
       if (n->type == kNotifyAuthenticationFailed && !sa_.initiator && id == 2) auth_failed = true;
     } else if (const auto* d = std::get_if<DeletePayload>(&p.body); d != nullptr) {
       if (d->protocol_id == kProtocolIke) delete_ike = true;
-      if (d->protocol_id == kProtocolEsp && child != nullptr) {
-        for (const Bytes& spi : d->spis) {
-          if (spi.size() == 4 && (static_cast<uint32_t>(spi[0]) << 24 | spi[1] << 16 | spi[2] << 8 |
-                                  spi[3]) == child->outbound_spi) {
-            delete_child = true;
-          }
+      if (d->protocol_id != kProtocolEsp) continue;
+      for (const Bytes& spi : d->spis) {
+        if (spi.size() != 4) continue;
+        const uint32_t theirs =
+            static_cast<uint32_t>(spi[0]) << 24 | spi[1] << 16 | spi[2] << 8 | spi[3];
+        for (const ChildSa& c : children_) {
+          if (c.outbound_spi == theirs) deleted_children.push_back(c.inbound_spi);
         }
       }
     }
   }
-  if (delete_ike || delete_child) ++counters_.deletes_received;
-  if (delete_child && !delete_ike) {
-    // Answer with the SPI of our half (RFC 7296 §1.4.1).
+  if (delete_ike || !deleted_children.empty()) ++counters_.deletes_received;
+  if (!delete_ike && !deleted_children.empty()) {
+    // Answer with the SPIs of our halves (RFC 7296 §1.4.1), except one we
+    // are deleting ourselves in the same breath.
     DeletePayload d;
     d.protocol_id = kProtocolEsp;
     d.spi_size = 4;
-    const uint32_t spi = child->inbound_spi;
-    d.spis.push_back({static_cast<uint8_t>(spi >> 24), static_cast<uint8_t>(spi >> 16),
-                      static_cast<uint8_t>(spi >> 8), static_cast<uint8_t>(spi)});
-    response.payloads.push_back(MakePayload(kPayloadDelete, std::move(d)));
+    for (uint32_t spi : deleted_children) {
+      if (spi == child_delete_in_flight_) continue;
+      d.spis.push_back({static_cast<uint8_t>(spi >> 24), static_cast<uint8_t>(spi >> 16),
+                        static_cast<uint8_t>(spi >> 8), static_cast<uint8_t>(spi)});
+    }
+    if (!d.spis.empty()) response.payloads.push_back(MakePayload(kPayloadDelete, std::move(d)));
   }
   respond();
   if (auth_failed) {
     Fail(FailureReason::kAuthenticationFailed, "peer refused our authentication");
   } else if (delete_ike) {
     Deleted(true, "peer deleted the IKE SA");
-  } else if (delete_child) {
+  } else {
+    for (uint32_t spi : deleted_children) RemoveChild(spi, /*by_peer=*/true);
+  }
+}
+
+void EngineImpl::HandleRekeyRequest(const Message& plain, Message& response) {
+  // The CHILD SA named by REKEY_SA (its SPI is the peer's inbound one).
+  const ChildSa* old = nullptr;
+  for (const Payload& p : plain.payloads) {
+    const auto* n = std::get_if<NotifyPayload>(&p.body);
+    if (n == nullptr || n->type != kNotifyRekeySa || n->spi.size() != 4) continue;
+    const uint32_t spi =
+        static_cast<uint32_t>(n->spi[0]) << 24 | n->spi[1] << 16 | n->spi[2] << 8 | n->spi[3];
+    for (const ChildSa& c : children_) {
+      if (c.outbound_spi == spi) old = &c;
+    }
+  }
+  if (state_ == State::kDeleting) {
+    NotifyPayload n;
+    n.type = kNotifyTemporaryFailure;
+    response.payloads.push_back(MakePayload(kPayloadNotify, std::move(n)));
+    return;
+  }
+  const ChildSa none;
+  RekeyChildTask task(sa_, config_, random_, old != nullptr ? *old : none, /*initiator=*/false);
+  const TaskResult r = task.Process(plain);
+  if (absl::Status s = task.Build(response); !s.ok()) {
+    LOG_WARNING("cannot answer CREATE_CHILD_SA").With("error", s.ToString());
+  }
+  if (r.kind != TaskResult::Kind::kDone) {
+    LOG_INFO("refused the peer's CREATE_CHILD_SA").With("detail", r.detail);
+    return;
+  }
+  if (!InstallRekeyed(task)) return;
+  ++counters_.child_rekeys_answered;
+  if (rekey_task_ != nullptr && rekey_task_->old().inbound_spi == task.old().inbound_spi) {
+    // Our own rekey of the same SA is in flight: settle when it ends.
+    peer_rekey_ = PeerRekey{task.ni(), task.nr(), task.old().inbound_spi, task.child().inbound_spi};
+  } else if (last_rekey_.has_value() && last_rekey_->old_inbound_spi == task.old().inbound_spi) {
+    // We replaced this SA already and asked for the old one's deletion;
+    // the peer's rekey crossed ours. Settle now (RFC 7296 §2.8.1): our new
+    // SA goes when the lowest nonce is in our exchange.
+    ++counters_.rekey_collisions;
+    if (LowestNonceIsOurs(last_rekey_->ni, last_rekey_->nr, task.ni(), task.nr())) {
+      LOG_INFO("CHILD SA rekey collision lost: deleting our new SA");
+      QueueChildDelete(last_rekey_->new_inbound_spi);
+    }
+    last_rekey_.reset();
+  } else {
+    // The peer rekeyed and deletes the old SA; ours waits a full period.
+    ScheduleRekey();
+  }
+}
+
+void EngineImpl::HandleRekeyResponse(const Message& plain) {
+  const TaskResult r = rekey_task_->Process(plain);
+  if (r.kind == TaskResult::Kind::kRetry) {
+    Message m;
+    m.header = Header(kExchangeCreateChildSa, next_request_id_, false);
+    absl::Status built = rekey_task_->Build(m);
+    absl::StatusOr<Bytes> bytes = built.ok() ? Encode(m) : built;
+    if (bytes.ok()) {
+      SendRequest(*std::move(bytes), kExchangeCreateChildSa, next_request_id_++);
+      request_deadline_ = clock_.Now() + config_.dpd_timeout;
+      return;
+    }
+  }
+  std::unique_ptr<RekeyChildTask> task = std::move(rekey_task_);
+  std::optional<PeerRekey> peer = std::exchange(peer_rekey_, std::nullopt);
+  if (r.kind != TaskResult::Kind::kDone) {
+    ++counters_.child_rekey_failures;
+    EngineEvent e;
+    e.kind = EngineEvent::Kind::kChildSaRekeyFailed;
+    e.ike_spi_i = sa_.spi_i;
+    e.ike_spi_r = sa_.spi_r;
+    e.initiator = sa_.initiator;
+    e.reason = r.reason;
+    e.detail = r.detail;
+    events_.push_back(std::move(e));
+    // The peer's rekey of the same SA went through: it deletes the old SA.
+    if (peer.has_value()) return;
+    // TEMPORARY_FAILURE: soon (RFC 7296 §2.25); otherwise in a while.
+    uint8_t b[1];
+    random_.Fill(absl::MakeSpan(b));
+    rekey_at_ = clock_.Now() + (task->temporary_failure()
+                                    ? absl::Milliseconds(500 + 10 * b[0])
+                                    : absl::Seconds(30) + absl::Milliseconds(100 * b[0]));
+    return;
+  }
+  if (!InstallRekeyed(*task)) return;
+  ++counters_.child_rekeys_initiated;
+  ScheduleRekey();
+  if (!peer.has_value()) {
+    last_rekey_ =
+        PeerRekey{task->ni(), task->nr(), task->old().inbound_spi, task->child().inbound_spi};
+    QueueChildDelete(task->old().inbound_spi);
+    return;
+  }
+  // Both ends rekeyed the same SA. RFC 7296 §2.8.1: the SA made with the
+  // lowest of the four nonces is redundant and its maker deletes it; the
+  // maker of the other one deletes the old SA.
+  ++counters_.rekey_collisions;
+  if (LowestNonceIsOurs(task->ni(), task->nr(), peer->ni, peer->nr)) {
+    LOG_INFO("CHILD SA rekey collision lost: deleting our new SA");
+    QueueChildDelete(task->child().inbound_spi);
+  } else {
+    LOG_INFO("CHILD SA rekey collision won: deleting the old SA");
+    QueueChildDelete(task->old().inbound_spi);
+  }
+}
+
+bool EngineImpl::LowestNonceIsOurs(const Bytes& our_ni, const Bytes& our_nr, const Bytes& their_ni,
+                                   const Bytes& their_nr) {
+  auto lower = [](const Bytes& a, const Bytes& b) {
+    return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end());
+  };
+  const Bytes& ours = lower(our_ni, our_nr) ? our_ni : our_nr;
+  const Bytes& theirs = lower(their_ni, their_nr) ? their_ni : their_nr;
+  return lower(ours, theirs);
+}
+
+bool EngineImpl::InstallRekeyed(RekeyChildTask& task) {
+  ChildSa& child = task.child();
+  if (absl::Status s = sink_.InstallChildSa(child); !s.ok()) {
+    LOG_WARNING("cannot install the rekeyed CHILD SA").With("error", s.ToString());
+    return false;
+  }
+  children_.push_back(child);
+  EngineEvent e;
+  e.kind = EngineEvent::Kind::kChildSaEstablished;
+  e.ike_spi_i = sa_.spi_i;
+  e.ike_spi_r = sa_.spi_r;
+  e.initiator = sa_.initiator;
+  e.algorithms = child.algorithms;
+  e.child_inbound_spi = child.inbound_spi;
+  e.child_outbound_spi = child.outbound_spi;
+  e.local_ts = child.local_ts;
+  e.remote_ts = child.remote_ts;
+  e.rekeyed = true;
+  e.replaced_inbound_spi = task.old().inbound_spi;
+  events_.push_back(std::move(e));
+  LOG_INFO("CHILD SA rekeyed")
+      .With("spi_in", static_cast<uint64_t>(child.inbound_spi))
+      .With("spi_out", static_cast<uint64_t>(child.outbound_spi))
+      .With("old_spi_in", static_cast<uint64_t>(task.old().inbound_spi));
+  return true;
+}
+
+void EngineImpl::QueueChildDelete(uint32_t inbound_spi) {
+  queued_child_deletes_.push_back(inbound_spi);
+  if (!pending_) SendQueued();
+}
+
+void EngineImpl::RemoveChild(uint32_t inbound_spi, bool by_peer) {
+  for (auto it = children_.begin(); it != children_.end(); ++it) {
+    if (it->inbound_spi != inbound_spi) continue;
+    if (absl::Status s = sink_.RemoveChildSa(*it); !s.ok()) {
+      LOG_WARNING("cannot remove a CHILD SA").With("error", s.ToString());
+    }
     EngineEvent e;
     e.kind = EngineEvent::Kind::kChildSaDeleted;
     e.ike_spi_i = sa_.spi_i;
     e.ike_spi_r = sa_.spi_r;
     e.initiator = sa_.initiator;
-    e.child_inbound_spi = child->inbound_spi;
-    e.child_outbound_spi = child->outbound_spi;
+    e.by_peer = by_peer;
+    e.child_inbound_spi = it->inbound_spi;
+    e.child_outbound_spi = it->outbound_spi;
     events_.push_back(std::move(e));
+    children_.erase(it);
+    return;
   }
+}
+
+void EngineImpl::SendQueued() {
+  if (pending_ || state_ != State::kEstablished) return;
+  if (delete_requested_) {
+    delete_requested_ = false;
+    Delete();
+    return;
+  }
+  while (!queued_child_deletes_.empty()) {
+    const uint32_t spi = queued_child_deletes_.front();
+    queued_child_deletes_.erase(queued_child_deletes_.begin());
+    const bool still_there = std::any_of(children_.begin(), children_.end(),
+                                         [spi](const ChildSa& c) { return c.inbound_spi == spi; });
+    if (!still_there) continue;
+    DeletePayload d;
+    d.protocol_id = kProtocolEsp;
+    d.spi_size = 4;
+    d.spis.push_back({static_cast<uint8_t>(spi >> 24), static_cast<uint8_t>(spi >> 16),
+                      static_cast<uint8_t>(spi >> 8), static_cast<uint8_t>(spi)});
+    std::vector<Payload> payloads;
+    payloads.push_back(MakePayload(kPayloadDelete, std::move(d)));
+    child_delete_in_flight_ = spi;
+    SendInformational(std::move(payloads));
+    return;
+  }
+  if (rekey_requested_) {
+    rekey_requested_ = false;
+    if (absl::Status s = RekeyChild(); !s.ok()) {
+      LOG_WARNING("cannot start the CHILD SA rekey").With("error", s.ToString());
+    }
+  }
+}
+
+void EngineImpl::ScheduleRekey() {
+  if (config_.child_rekey_after <= absl::ZeroDuration()) {
+    rekey_at_.reset();
+    return;
+  }
+  absl::Duration fuzz;
+  if (config_.rekey_fuzz > absl::ZeroDuration()) {
+    uint8_t b[2];
+    random_.Fill(absl::MakeSpan(b));
+    fuzz = config_.rekey_fuzz * ((b[0] << 8 | b[1]) / 65536.0);
+  }
+  rekey_at_ = clock_.Now() + config_.child_rekey_after - fuzz;
+}
+
+absl::Status EngineImpl::RekeyChild() {
+  if (state_ != State::kEstablished || children_.empty()) {
+    return absl::FailedPreconditionError("no established CHILD SA to rekey");
+  }
+  if (pending_) {
+    rekey_requested_ = true;
+    return absl::OkStatus();
+  }
+  rekey_at_.reset();
+  // The newest CHILD SA is the one to replace.
+  rekey_task_ = std::make_unique<RekeyChildTask>(sa_, config_, random_, children_.back(),
+                                                 /*initiator=*/true);
+  Message m;
+  m.header = Header(kExchangeCreateChildSa, next_request_id_, false);
+  RETURN_IF_ERROR(rekey_task_->Build(m));
+  ASSIGN_OR_RETURN(Bytes bytes, Encode(m));
+  SendRequest(std::move(bytes), kExchangeCreateChildSa, next_request_id_++);
+  request_deadline_ = clock_.Now() + config_.dpd_timeout;
+  return absl::OkStatus();
 }
 
 void EngineImpl::SendInformational(std::vector<Payload> payloads) {
@@ -625,6 +863,13 @@ void EngineImpl::Tick(absl::Time now) {
     Send(pending_bytes_);
     return;
   }
+  if (state_ == State::kEstablished && !pending_ && rekey_at_.has_value() && now >= *rekey_at_) {
+    if (absl::Status s = RekeyChild(); !s.ok()) {
+      LOG_WARNING("cannot start the CHILD SA rekey").With("error", s.ToString());
+      rekey_at_.reset();
+    }
+    return;
+  }
   if (state_ == State::kEstablished && !pending_ && config_.dpd_interval > absl::ZeroDuration() &&
       now >= last_received_ + config_.dpd_interval) {
     ++counters_.dpd_probes_sent;
@@ -645,6 +890,7 @@ std::optional<absl::Time> EngineImpl::NextDeadline() const {
   if (state_ == State::kEstablished && !pending_ && config_.dpd_interval > absl::ZeroDuration()) {
     take(last_received_ + config_.dpd_interval);
   }
+  if (state_ == State::kEstablished && !pending_ && rekey_at_.has_value()) take(*rekey_at_);
   return next;
 }
 

@@ -41,6 +41,7 @@ class EngineImpl : public Engine {
   // Engine
   absl::Status Initiate() override;
   void Delete() override;
+  absl::Status RekeyChild() override;
   void HandleDatagram(absl::Span<const uint8_t> datagram, const Endpoint& from) override;
   void Tick(absl::Time now) override;
   std::optional<absl::Time> NextDeadline() const override;
@@ -82,6 +83,21 @@ class EngineImpl : public Engine {
   // Sends an INFORMATIONAL request of an established SA.
   void SendInformational(std::vector<Payload> payloads);
   void Deleted(bool by_peer, absl::string_view detail);
+  // CHILD SA rekeying.
+  void HandleRekeyRequest(const Message& plain, Message& response);
+  void HandleRekeyResponse(const Message& plain);
+  // Installs a rekeyed CHILD SA next to the one it replaces.
+  bool InstallRekeyed(RekeyChildTask& task);
+  // RFC 7296 §2.8.1: whether the lowest of the four nonces of two crossing
+  // rekeys is in our exchange.
+  static bool LowestNonceIsOurs(const Bytes& our_ni, const Bytes& our_nr, const Bytes& their_ni,
+                                const Bytes& their_nr);
+  // Asks the peer to delete the CHILD SA with this inbound SPI of ours.
+  void QueueChildDelete(uint32_t inbound_spi);
+  void RemoveChild(uint32_t inbound_spi, bool by_peer);
+  // Sends what waited for the request in flight.
+  void SendQueued();
+  void ScheduleRekey();
 
   void Fail(FailureReason reason, absl::string_view detail);
   void ReportIkeSa();
@@ -121,6 +137,26 @@ class EngineImpl : public Engine {
   absl::Time last_received_;
   // Delete() while another request was out: send it after that one.
   bool delete_requested_ = false;
+
+  // Installed CHILD SAs: one, two while a rekey replaces one.
+  std::vector<ChildSa> children_;
+  // Our CREATE_CHILD_SA in flight, and a rekey of the peer's of the same
+  // SA that we answered meanwhile (a collision, RFC 7296 §2.8.1).
+  std::unique_ptr<RekeyChildTask> rekey_task_;
+  struct PeerRekey {
+    Bytes ni, nr;
+    uint32_t old_inbound_spi = 0;
+    uint32_t new_inbound_spi = 0;
+  };
+  std::optional<PeerRekey> peer_rekey_;
+  // Our last completed rekey: when the peer's rekey of the same old SA
+  // arrives after it (the old SA not yet deleted), that is a collision too.
+  std::optional<PeerRekey> last_rekey_;
+  std::optional<absl::Time> rekey_at_;
+  bool rekey_requested_ = false;
+  // CHILD SA deletes waiting for the window, and the one in flight.
+  std::vector<uint32_t> queued_child_deletes_;
+  uint32_t child_delete_in_flight_ = 0;
 
   // The last request we answered and our answer.
   bool have_cached_ = false;

@@ -41,9 +41,23 @@ class RecordingSink : public ChildSaSink {
  public:
   absl::Status InstallChildSa(const ChildSa& sa) override {
     installed.push_back(sa);
+    live.push_back(sa);
     return absl::OkStatus();
   }
-  std::vector<ChildSa> installed;
+  absl::Status RemoveChildSa(const ChildSa& sa) override {
+    removed.push_back(sa.inbound_spi);
+    for (auto it = live.begin(); it != live.end(); ++it) {
+      if (it->inbound_spi == sa.inbound_spi) {
+        live.erase(it);
+        return absl::OkStatus();
+      }
+    }
+    ADD_FAILURE() << "removed an SA that is not installed: " << sa.inbound_spi;
+    return absl::NotFoundError("no such SA");
+  }
+  std::vector<ChildSa> installed;  // Every SA ever installed.
+  std::vector<ChildSa> live;       // Installed and not removed.
+  std::vector<uint32_t> removed;
 };
 
 Bytes V4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) { return {a, b, c, d}; }
@@ -80,6 +94,8 @@ struct Side {
   std::vector<TrafficSelectorRange> remote_ts;
   absl::Duration dpd_interval = absl::ZeroDuration();
   absl::Duration dpd_timeout = absl::Seconds(150);
+  absl::Duration child_rekey_after = absl::ZeroDuration();
+  absl::Duration rekey_fuzz = absl::ZeroDuration();
   // The address this side believes it has, when a NAT rewrites it.
   Bytes private_address;
   // Overrides local_id / remote_id (FQDNs) with other identity types.
@@ -111,6 +127,8 @@ EngineConfig MakeConfig(const Side& side, const Endpoint& local, const Endpoint&
   c.remote_ts = side.remote_ts;
   c.dpd_interval = side.dpd_interval;
   c.dpd_timeout = side.dpd_timeout;
+  c.child_rekey_after = side.child_rekey_after;
+  c.rekey_fuzz = side.rekey_fuzz;
   return c;
 }
 
@@ -1007,6 +1025,126 @@ TEST(EngineInformationalTest, CreateChildSaIsRefusedForNow) {
   Pair pair(i, r);
   ASSERT_TRUE(pair.Run(absl::Seconds(1)));
   EXPECT_EQ(pair.responder().counters().unexpected_dropped, 0u);
+}
+
+// --- CREATE_CHILD_SA: CHILD SA rekey ---
+
+// After a rekey settles: one live CHILD SA on each side, the two halves of
+// the same SA, with mirrored keys.
+void ExpectOneMirroredChild(Pair& pair) {
+  ASSERT_EQ(pair.sink_i().live.size(), 1u);
+  ASSERT_EQ(pair.sink_r().live.size(), 1u);
+  const ChildSa& i = pair.sink_i().live[0];
+  const ChildSa& r = pair.sink_r().live[0];
+  EXPECT_EQ(i.outbound_spi, r.inbound_spi);
+  EXPECT_EQ(i.inbound_spi, r.outbound_spi);
+  EXPECT_EQ(i.outbound_encr_key.view(), r.inbound_encr_key.view());
+  EXPECT_EQ(i.inbound_encr_key.view(), r.outbound_encr_key.view());
+  EXPECT_EQ(i.outbound_integ_key.view(), r.inbound_integ_key.view());
+  EXPECT_NE(i.outbound_encr_key.view(), i.inbound_encr_key.view());
+}
+
+class EngineRekeyTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(EngineRekeyTest, InitiatorRekeysTheChildSa) {
+  Side i, r;
+  i.esp = r.esp = GetParam();
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run());
+  const ChildSa first = pair.sink_i().live.at(0);
+  ASSERT_TRUE(pair.initiator().RekeyChild().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(10)));
+  ExpectOneMirroredChild(pair);
+  EXPECT_NE(pair.sink_i().live[0].inbound_spi, first.inbound_spi);
+  EXPECT_NE(pair.sink_i().live[0].outbound_encr_key.view(), first.outbound_encr_key.view());
+  EXPECT_EQ(pair.sink_i().installed.size(), 2u);  // Make before break.
+  EXPECT_EQ(pair.sink_i().removed, std::vector<uint32_t>{first.inbound_spi});
+  EXPECT_EQ(pair.initiator().counters().child_rekeys_initiated, 1u);
+  EXPECT_EQ(pair.responder().counters().child_rekeys_answered, 1u);
+  EXPECT_EQ(pair.initiator().state(), Engine::State::kEstablished);
+  EXPECT_EQ(pair.responder().state(), Engine::State::kEstablished);
+  const EngineEvent* rekeyed = nullptr;
+  for (const auto& e : pair.events_r) {
+    if (e.kind == Kind::kChildSaEstablished && e.rekeyed) rekeyed = &e;
+  }
+  ASSERT_NE(rekeyed, nullptr);
+  EXPECT_EQ(rekeyed->replaced_inbound_spi, first.outbound_spi);
+}
+
+TEST_P(EngineRekeyTest, ResponderRekeysTheChildSa) {
+  Side i, r;
+  i.esp = r.esp = GetParam();
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run());
+  ASSERT_TRUE(pair.responder().RekeyChild().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(10)));
+  ExpectOneMirroredChild(pair);
+  EXPECT_EQ(pair.responder().counters().child_rekeys_initiated, 1u);
+  // And again, from the other side, on the new SA.
+  ASSERT_TRUE(pair.initiator().RekeyChild().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(10)));
+  ExpectOneMirroredChild(pair);
+  EXPECT_EQ(pair.sink_i().installed.size(), 3u);
+}
+
+// Without and with PFS (the ESP proposal's DH group: a KE in the rekey).
+INSTANTIATE_TEST_SUITE_P(Esp, EngineRekeyTest,
+                         ::testing::Values("aes256gcm16", "aes128gcm16-ecp256",
+                                           "aes256-sha256-modp2048", "aes128gcm16-x25519"));
+
+TEST(EngineRekeyTest, RekeysOnSchedule) {
+  Side i, r;
+  i.child_rekey_after = absl::Seconds(60);
+  i.rekey_fuzz = absl::Seconds(10);
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run(absl::Seconds(1)));
+  ASSERT_TRUE(pair.Pump(absl::Seconds(200)));
+  EXPECT_GE(pair.initiator().counters().child_rekeys_initiated, 3u);
+  EXPECT_LE(pair.initiator().counters().child_rekeys_initiated, 4u);
+  ExpectOneMirroredChild(pair);
+}
+
+TEST(EngineRekeyTest, PfsMismatchKeepsTheOldSa) {
+  Side i, r;
+  i.esp = "aes256gcm16-ecp384";
+  r.esp = "aes256gcm16";
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run());
+  // IKE_AUTH carries no KE: the group does not count there.
+  ASSERT_EQ(pair.initiator().state(), Engine::State::kEstablished);
+  ASSERT_TRUE(pair.initiator().RekeyChild().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(5)));
+  ASSERT_NE(pair.FindEvent(true, Kind::kChildSaRekeyFailed), nullptr);
+  EXPECT_EQ(pair.FindEvent(true, Kind::kChildSaRekeyFailed)->reason,
+            FailureReason::kNoProposalChosen);
+  ExpectOneMirroredChild(pair);
+  EXPECT_EQ(pair.initiator().state(), Engine::State::kEstablished);
+}
+
+TEST(EngineRekeyTest, CollisionsSettleOnOneSaOverManySeeds) {
+  int collisions = 0;
+  for (uint64_t seed = 1; seed <= 200; ++seed) {
+    SCOPED_TRACE(seed);
+    Side i, r;
+    Pair pair(i, r, seed);
+    ASSERT_TRUE(pair.Run());
+    std::mt19937_64 rng(seed);
+    pair.set_filter([&rng](bool, int, const Bytes&) {
+      const int roll = static_cast<int>(rng() % 100);
+      return roll < 15   ? Pair::Fate::kDrop
+             : roll < 25 ? Pair::Fate::kDuplicate
+                         : Pair::Fate::kDeliver;
+    });
+    // Both ends decide to rekey at the same moment.
+    ASSERT_TRUE(pair.initiator().RekeyChild().ok());
+    ASSERT_TRUE(pair.responder().RekeyChild().ok());
+    ASSERT_TRUE(pair.Pump(absl::Seconds(120)));
+    ASSERT_EQ(pair.initiator().state(), Engine::State::kEstablished);
+    ASSERT_EQ(pair.responder().state(), Engine::State::kEstablished);
+    ExpectOneMirroredChild(pair);
+    collisions += pair.initiator().counters().rekey_collisions > 0 ? 1 : 0;
+  }
+  EXPECT_GT(collisions, 100);
 }
 
 }  // namespace

@@ -103,7 +103,8 @@ const NotifyPayload* FindErrorNotify(const Message& m) {
 
 // --- Proposals ---
 
-Proposal ToWireProposal(const AlgorithmProposal& a, uint8_t number, bool ike, Bytes spi) {
+Proposal ToWireProposal(const AlgorithmProposal& a, uint8_t number, bool ike, Bytes spi,
+                        bool esp_dh = false) {
   Proposal p;
   p.number = number;
   p.protocol_id = ike ? kProtocolIke : kProtocolEsp;
@@ -131,6 +132,12 @@ Proposal ToWireProposal(const AlgorithmProposal& a, uint8_t number, bool ike, By
     dh.id = a.dh_group;
     p.transforms.push_back(dh);
   } else {
+    if (esp_dh && a.dh_group != 0) {
+      Transform dh;
+      dh.type = kTransformDh;
+      dh.id = a.dh_group;
+      p.transforms.push_back(dh);
+    }
     Transform esn;
     esn.type = kTransformEsn;
     esn.id = 0;
@@ -140,10 +147,12 @@ Proposal ToWireProposal(const AlgorithmProposal& a, uint8_t number, bool ike, By
 }
 
 // Whether `offered` (one wire proposal) allows the local proposal `a`.
-bool Allows(const Proposal& offered, const AlgorithmProposal& a, bool ike) {
+bool Allows(const Proposal& offered, const AlgorithmProposal& a, bool ike, bool esp_dh = false) {
   if (offered.protocol_id != (ike ? kProtocolIke : kProtocolEsp)) return false;
-  bool encr = false, prf = !ike, integ = a.integ_id == 0, dh = !ike, esn_seen = false,
-       esn_none = false;
+  // ESP in CREATE_CHILD_SA (`esp_dh`): the DH group must match ours, and
+  // without PFS no DH other than NONE may be offered.
+  bool encr = false, prf = !ike, integ = a.integ_id == 0, dh = !ike && (!esp_dh || a.dh_group == 0),
+       esn_seen = false, esn_none = false;
   for (const Transform& t : offered.transforms) {
     switch (t.type) {
       case kTransformEncr:
@@ -159,7 +168,8 @@ bool Allows(const Proposal& offered, const AlgorithmProposal& a, bool ike) {
         if (a.integ_id != 0 && t.id == a.integ_id) integ = true;
         break;
       case kTransformDh:
-        if (ike && t.id == a.dh_group) dh = true;
+        if ((ike || esp_dh) && t.id == a.dh_group) dh = true;
+        if (!ike && esp_dh && a.dh_group == 0 && t.id != 0) return false;
         break;
       case kTransformEsn:
         esn_seen = true;
@@ -192,10 +202,10 @@ bool IsSingleChoice(const Proposal& p) {
 
 // The first local proposal the peer offers (local order wins).
 std::optional<Selection> SelectProposal(const std::vector<AlgorithmProposal>& local,
-                                        const SaPayload& sa, bool ike) {
+                                        const SaPayload& sa, bool ike, bool esp_dh) {
   for (const AlgorithmProposal& a : local) {
     for (const Proposal& p : sa.proposals) {
-      if (Allows(p, a, ike)) return Selection{a, &p};
+      if (Allows(p, a, ike, esp_dh)) return Selection{a, &p};
     }
   }
   return std::nullopt;
@@ -790,6 +800,224 @@ TaskResult IkeAuthTask::ProcessResponse(const Message& m) {
   const Bytes& spi = sa->proposals[0].spi;
   child_.outbound_spi = static_cast<uint32_t>(spi[0]) << 24 | spi[1] << 16 | spi[2] << 8 | spi[3];
   return DeriveChild();
+}
+
+// --- CREATE_CHILD_SA: CHILD SA rekey ---
+
+namespace {
+
+uint32_t SpiOf(const Bytes& spi) {
+  return static_cast<uint32_t>(spi[0]) << 24 | spi[1] << 16 | spi[2] << 8 | spi[3];
+}
+
+}  // namespace
+
+absl::Status RekeyChildTask::Build(Message& m) {
+  if (initiator_) {
+    if (child_.inbound_spi == 0) child_.inbound_spi = RandomSpi32(random_);
+    if (ni_.empty()) {
+      ni_.resize(kNonceSize);
+      random_.Fill(absl::MakeSpan(ni_));
+    }
+    if (dh_group_ != 0 && (dh_ == nullptr || dh_->group() != static_cast<DhGroup>(dh_group_))) {
+      ASSIGN_OR_RETURN(dh_, CreateDiffieHellman(static_cast<DhGroup>(dh_group_)));
+    }
+    NotifyPayload rekey;
+    rekey.protocol_id = kProtocolEsp;
+    rekey.spi = Spi32Bytes(old_.inbound_spi);
+    rekey.type = kNotifyRekeySa;
+    m.payloads.push_back(MakePayload(kPayloadNotify, std::move(rekey)));
+    SaPayload sa;
+    for (size_t i = 0; i < config_.esp_proposals.size(); ++i) {
+      sa.proposals.push_back(ToWireProposal(config_.esp_proposals[i], static_cast<uint8_t>(i + 1),
+                                            false, Spi32Bytes(child_.inbound_spi), true));
+    }
+    m.payloads.push_back(MakePayload(kPayloadSa, std::move(sa)));
+    m.payloads.push_back(MakePayload(kPayloadNonce, NoncePayload{ni_}));
+    if (dh_ != nullptr) {
+      m.payloads.push_back(
+          MakePayload(kPayloadKe, KePayload{dh_group_, BytesOf(dh_->public_value())}));
+    }
+    m.payloads.push_back(TsPayloadOf(kPayloadTsi, old_.local_ts));
+    m.payloads.push_back(TsPayloadOf(kPayloadTsr, old_.remote_ts));
+    return absl::OkStatus();
+  }
+  if (error_notify_ != 0) {
+    m.payloads.push_back(MakeNotify(error_notify_, error_data_));
+    return absl::OkStatus();
+  }
+  SaPayload sa;
+  sa.proposals.push_back(ToWireProposal(child_.algorithms, chosen_number_, false,
+                                        Spi32Bytes(child_.inbound_spi), true));
+  m.payloads.push_back(MakePayload(kPayloadSa, std::move(sa)));
+  m.payloads.push_back(MakePayload(kPayloadNonce, NoncePayload{nr_}));
+  if (dh_ != nullptr) {
+    m.payloads.push_back(
+        MakePayload(kPayloadKe, KePayload{dh_group_, BytesOf(dh_->public_value())}));
+    dh_.reset();  // The private value is not needed any more.
+  }
+  m.payloads.push_back(TsPayloadOf(kPayloadTsi, child_.remote_ts));
+  m.payloads.push_back(TsPayloadOf(kPayloadTsr, child_.local_ts));
+  return absl::OkStatus();
+}
+
+TaskResult RekeyChildTask::Process(const Message& m) {
+  return initiator_ ? ProcessResponse(m) : ProcessRequest(m);
+}
+
+TaskResult RekeyChildTask::Refuse(uint16_t notify, FailureReason reason, std::string detail) {
+  error_notify_ = notify;
+  return TaskResult::Fail(reason, std::move(detail));
+}
+
+TaskResult RekeyChildTask::ProcessRequest(const Message& m) {
+  const NotifyPayload* rekey = FindNotify(m, kNotifyRekeySa);
+  if (rekey == nullptr) {
+    return Refuse(kNotifyNoAdditionalSas, FailureReason::kNoProposalChosen,
+                  "only one CHILD SA per IKE SA");
+  }
+  if (rekey->protocol_id != kProtocolEsp || rekey->spi.size() != 4 ||
+      SpiOf(rekey->spi) != old_.outbound_spi) {
+    error_data_.clear();
+    return Refuse(kNotifyChildSaNotFound, FailureReason::kInternalError,
+                  "rekey of a CHILD SA we do not have");
+  }
+  const auto* sa = Find<SaPayload>(m, kPayloadSa);
+  const auto* nonce = Find<NoncePayload>(m, kPayloadNonce);
+  const auto* ke = Find<KePayload>(m, kPayloadKe);
+  const auto* tsi = Find<TsPayload>(m, kPayloadTsi);
+  const auto* tsr = Find<TsPayload>(m, kPayloadTsr);
+  if (sa == nullptr || nonce == nullptr || tsi == nullptr || tsr == nullptr) {
+    return Refuse(kNotifyInvalidSyntax, FailureReason::kInternalError,
+                  "incomplete CREATE_CHILD_SA");
+  }
+  std::optional<Selection> selection =
+      SelectProposal(config_.esp_proposals, *sa, /*ike=*/false, /*esp_dh=*/true);
+  if (!selection.has_value() || selection->offered->spi.size() != 4) {
+    return Refuse(kNotifyNoProposalChosen, FailureReason::kNoProposalChosen,
+                  "no ESP proposal acceptable for the rekey");
+  }
+  dh_group_ = selection->algorithms.dh_group;
+  if (dh_group_ != 0 && (ke == nullptr || ke->dh_group != dh_group_)) {
+    error_data_ = {static_cast<uint8_t>(dh_group_ >> 8), static_cast<uint8_t>(dh_group_)};
+    return Refuse(kNotifyInvalidKePayload, FailureReason::kNoProposalChosen,
+                  absl::StrCat("rekey wants DH group ", dh_group_));
+  }
+  child_.remote_ts = NarrowTrafficSelectors(tsi->selectors, config_.remote_ts);
+  child_.local_ts = NarrowTrafficSelectors(tsr->selectors, config_.local_ts);
+  if (child_.remote_ts.empty() || child_.local_ts.empty()) {
+    return Refuse(kNotifyTsUnacceptable, FailureReason::kTsUnacceptable,
+                  "rekey selectors do not overlap");
+  }
+  child_.algorithms = selection->algorithms;
+  chosen_number_ = selection->offered->number;
+  child_.outbound_spi = SpiOf(selection->offered->spi);
+  child_.inbound_spi = RandomSpi32(random_);
+  ni_ = nonce->data;
+  nr_.resize(kNonceSize);
+  random_.Fill(absl::MakeSpan(nr_));
+  Secret shared;
+  if (dh_group_ != 0) {
+    auto dh = CreateDiffieHellman(static_cast<DhGroup>(dh_group_));
+    if (!dh.ok()) return Refuse(kNotifyNoProposalChosen, FailureReason::kInternalError, "DH");
+    dh_ = *std::move(dh);
+    auto s = dh_->ComputeSharedSecret(AsStringView(ke->data));
+    if (!s.ok()) {
+      return Refuse(kNotifyInvalidSyntax, FailureReason::kInternalError, "bad KE in the rekey");
+    }
+    shared = *std::move(s);
+  }
+  return DeriveKeys(shared);
+}
+
+TaskResult RekeyChildTask::ProcessResponse(const Message& m) {
+  if (const NotifyPayload* n = FindNotify(m, kNotifyInvalidKePayload); n != nullptr) {
+    if (n->data.size() == 2 && !retried_group_) {
+      const uint16_t g = static_cast<uint16_t>(n->data[0] << 8 | n->data[1]);
+      const bool ours = std::any_of(config_.esp_proposals.begin(), config_.esp_proposals.end(),
+                                    [g](const AlgorithmProposal& p) { return p.dh_group == g; });
+      if (ours && g != dh_group_) {
+        retried_group_ = true;
+        dh_group_ = g;
+        return TaskResult::Retry();
+      }
+    }
+    return TaskResult::Fail(FailureReason::kNoProposalChosen, "peer wants another DH group");
+  }
+  if (const NotifyPayload* n = FindErrorNotify(m); n != nullptr) {
+    temporary_failure_ = n->type == kNotifyTemporaryFailure;
+    FailureReason reason = FailureReason::kInternalError;
+    if (n->type == kNotifyNoProposalChosen) reason = FailureReason::kNoProposalChosen;
+    if (n->type == kNotifyTsUnacceptable) reason = FailureReason::kTsUnacceptable;
+    return TaskResult::Fail(reason, absl::StrCat("peer sent ", NotifyTypeName(n->type)));
+  }
+  const auto* sa = Find<SaPayload>(m, kPayloadSa);
+  const auto* nonce = Find<NoncePayload>(m, kPayloadNonce);
+  const auto* ke = Find<KePayload>(m, kPayloadKe);
+  const auto* tsi = Find<TsPayload>(m, kPayloadTsi);
+  const auto* tsr = Find<TsPayload>(m, kPayloadTsr);
+  if (sa == nullptr || nonce == nullptr || tsi == nullptr || tsr == nullptr ||
+      sa->proposals.size() != 1 || sa->proposals[0].spi.size() != 4 ||
+      !IsSingleChoice(sa->proposals[0])) {
+    return TaskResult::Fail(FailureReason::kNoProposalChosen, "bad CREATE_CHILD_SA response");
+  }
+  std::optional<AlgorithmProposal> match;
+  for (const auto& a : config_.esp_proposals) {
+    if (a.dh_group == dh_group_ && Allows(sa->proposals[0], a, false, true)) {
+      match = a;
+      break;
+    }
+  }
+  if (!match.has_value()) {
+    return TaskResult::Fail(FailureReason::kNoProposalChosen,
+                            "responder chose a rekey proposal we did not offer");
+  }
+  child_.local_ts.clear();
+  child_.remote_ts.clear();
+  for (const auto& ts : tsi->selectors) child_.local_ts.push_back(FromWire(ts));
+  for (const auto& ts : tsr->selectors) child_.remote_ts.push_back(FromWire(ts));
+  for (const auto& r : child_.local_ts) {
+    if (!ContainedIn(r, old_.local_ts)) {
+      return TaskResult::Fail(FailureReason::kTsUnacceptable, "rekeyed TSi wider than proposed");
+    }
+  }
+  for (const auto& r : child_.remote_ts) {
+    if (!ContainedIn(r, old_.remote_ts)) {
+      return TaskResult::Fail(FailureReason::kTsUnacceptable, "rekeyed TSr wider than proposed");
+    }
+  }
+  child_.algorithms = *match;
+  child_.outbound_spi = SpiOf(sa->proposals[0].spi);
+  nr_ = nonce->data;
+  Secret shared;
+  if (dh_group_ != 0) {
+    if (ke == nullptr || ke->dh_group != dh_group_ || dh_ == nullptr) {
+      return TaskResult::Fail(FailureReason::kNoProposalChosen, "no KE in the rekey response");
+    }
+    auto s = dh_->ComputeSharedSecret(AsStringView(ke->data));
+    if (!s.ok()) return TaskResult::Fail(FailureReason::kInternalError, "bad KE in the response");
+    shared = *std::move(s);
+  }
+  return DeriveKeys(shared);
+}
+
+TaskResult RekeyChildTask::DeriveKeys(const Secret& shared) {
+  // RFC 7296 §2.17: KEYMAT = prf+(SK_d, [g^ir (new)] | Ni | Nr), keys of
+  // the exchange's initiator first.
+  const CipherSuite suite = CipherSuiteOf(child_.algorithms);
+  auto keys = DeriveChildSaKeys(*sa_.prf, sa_.keys.sk_d, suite, shared.view(), AsStringView(ni_),
+                                AsStringView(nr_));
+  // The responder still sends its public value; Build() drops it then.
+  if (initiator_) dh_.reset();
+  if (!keys.ok()) return TaskResult::Fail(FailureReason::kInternalError, "rekey keys");
+  child_.outbound_encr_key = initiator_ ? keys->encr_i : keys->encr_r;
+  child_.outbound_integ_key = initiator_ ? keys->integ_i : keys->integ_r;
+  child_.inbound_encr_key = initiator_ ? keys->encr_r : keys->encr_i;
+  child_.inbound_integ_key = initiator_ ? keys->integ_r : keys->integ_i;
+  child_.udp_encapsulation = old_.udp_encapsulation;
+  child_.local_port = old_.local_port;
+  child_.remote_port = old_.remote_port;
+  return TaskResult::Done();
 }
 
 }  // namespace strait::ike

@@ -55,8 +55,9 @@ struct Selection {
   AlgorithmProposal algorithms;
   const Proposal* offered = nullptr;  // Points into the SaPayload.
 };
+// `esp_dh`: ESP in CREATE_CHILD_SA, where the DH group (PFS) counts.
 std::optional<Selection> SelectProposal(const std::vector<AlgorithmProposal>& local,
-                                        const SaPayload& sa, bool ike);
+                                        const SaPayload& sa, bool ike, bool esp_dh = false);
 
 // RFC 7296 §2.9 narrowing: the parts of the offered selectors that `config`
 // also covers (empty: TS_UNACCEPTABLE).
@@ -145,6 +146,58 @@ class IkeAuthTask {
   std::string remote_identity_;
   std::string auth_method_;
   bool peer_initial_contact_ = false;
+};
+
+// CREATE_CHILD_SA rekeying a CHILD SA (RFC 7296 §1.3.3): REKEY_SA with the
+// old SA's SPI, new SPIs and nonces, and a KE when the ESP proposal has a
+// DH group (PFS). The new SA's keys come from SK_d (§2.17).
+class RekeyChildTask {
+ public:
+  // `old` is the CHILD SA being replaced; `initiator` says who started
+  // this exchange (not who started the IKE SA).
+  RekeyChildTask(IkeSa& sa, const EngineConfig& config, RandomSource& random, const ChildSa& old,
+                 bool initiator)
+      : sa_(sa), config_(config), random_(random), old_(old), initiator_(initiator) {
+    if (initiator_ && !config_.esp_proposals.empty()) {
+      dh_group_ = config_.esp_proposals[0].dh_group;
+    }
+  }
+
+  // Initiator: the request; responder: the response (or its error notify).
+  absl::Status Build(Message& m);
+  // Responder: the request; initiator: the response. kRetry: the peer
+  // wants another DH group, Build() again.
+  TaskResult Process(const Message& m);
+
+  ChildSa& child() { return child_; }
+  const ChildSa& old() const { return old_; }
+  bool initiator() const { return initiator_; }
+  const Bytes& ni() const { return ni_; }
+  const Bytes& nr() const { return nr_; }
+  // Initiator: the peer answered TEMPORARY_FAILURE (try again later).
+  bool temporary_failure() const { return temporary_failure_; }
+
+ private:
+  TaskResult ProcessRequest(const Message& m);
+  TaskResult ProcessResponse(const Message& m);
+  TaskResult Refuse(uint16_t notify, FailureReason reason, std::string detail);
+  TaskResult DeriveKeys(const Secret& shared);
+
+  IkeSa& sa_;
+  const EngineConfig& config_;
+  RandomSource& random_;
+  const ChildSa old_;
+  const bool initiator_;
+  ChildSa child_;
+  Bytes ni_;
+  Bytes nr_;
+  uint16_t dh_group_ = 0;
+  DiffieHellmanPtr dh_;
+  uint8_t chosen_number_ = 1;
+  uint16_t error_notify_ = 0;
+  Bytes error_data_;
+  bool retried_group_ = false;
+  bool temporary_failure_ = false;
 };
 
 }  // namespace strait::ike

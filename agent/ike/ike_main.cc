@@ -131,6 +131,7 @@ class RecordingSink : public strait::ike::ChildSaSink {
     ++installed_;
     return absl::OkStatus();
   }
+  absl::Status RemoveChildSa(const strait::ike::ChildSa&) override { return absl::OkStatus(); }
   int installed() const { return installed_; }
 
  private:

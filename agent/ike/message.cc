@@ -34,6 +34,12 @@ std::string NotifyTypeName(uint16_t type) {
       return "NO_ADDITIONAL_SAS";
     case kNotifyTsUnacceptable:
       return "TS_UNACCEPTABLE";
+    case kNotifyTemporaryFailure:
+      return "TEMPORARY_FAILURE";
+    case kNotifyChildSaNotFound:
+      return "CHILD_SA_NOT_FOUND";
+    case kNotifyRekeySa:
+      return "REKEY_SA";
     case kNotifyInitialContact:
       return "INITIAL_CONTACT";
     case kNotifyCookie:

@@ -106,6 +106,8 @@ enum NotifyType : uint16_t {
   kNotifyAuthenticationFailed = 24,
   kNotifyNoAdditionalSas = 35,
   kNotifyTsUnacceptable = 38,
+  kNotifyTemporaryFailure = 43,
+  kNotifyChildSaNotFound = 44,
   kNotifyInitialContact = 16384,
   kNotifyNatDetectionSourceIp = 16388,
   kNotifyNatDetectionDestinationIp = 16389,
