@@ -11,6 +11,7 @@
 // first CHILD SA, as initiator or responder. Not a thread-safe object: the
 // I/O loop that owns it calls it from one thread.
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -170,6 +171,11 @@ struct EngineCounters {
   uint64_t stale_dropped = 0;          // Old message ID, or a changed retransmit.
   uint64_t retransmits_sent = 0;       // Our requests sent again on timeout.
   uint64_t responses_resent = 0;       // Cached responses to retransmits.
+
+  // retransmits_sent by the request's exchange: [exchange type -
+  // kExchangeIkeSaInit] for IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA and
+  // INFORMATIONAL.
+  std::array<uint64_t, 4> retransmits_by_exchange = {};
 };
 
 class Engine {

@@ -415,6 +415,9 @@ void EngineImpl::Tick(absl::Time now) {
   retransmit_at_ = now + config_.retransmit_timeouts[transmissions_];
   ++transmissions_;
   ++counters_.retransmits_sent;
+  if (pending_exchange_ >= kExchangeIkeSaInit && pending_exchange_ <= kExchangeInformational) {
+    ++counters_.retransmits_by_exchange[pending_exchange_ - kExchangeIkeSaInit];
+  }
   Send(pending_bytes_);
 }
 
