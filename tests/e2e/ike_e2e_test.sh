@@ -99,5 +99,14 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 [[ $got == "$want" ]] || fail "tunnel ends not ESTABLISHED within 60 s: \"$got\""
+# Both ends report the same IKE SA and mirrored CHILD SA SPIs.
+"$CTL_BIN" get tunnel a-to-b -o json >"$WORK/tunnel.json"
+sas=$(jq -r '[.status.ends[] | select(.node == "node-a")][0] as $a |
+  [.status.ends[] | select(.node == "node-b")][0] as $b |
+  ($a.ikeSa.initiatorSpi // "") != "" and $a.ikeSa.initiatorSpi == $b.ikeSa.initiatorSpi and
+  $a.ikeSa.responderSpi == $b.ikeSa.responderSpi and $a.ikeSa.initiator == true and
+  $a.childSas[0].inboundSpi == $b.childSas[0].outboundSpi and
+  $a.childSas[0].outboundSpi == $b.childSas[0].inboundSpi' "$WORK/tunnel.json")
+[[ $sas == true ]] || fail "IKE/CHILD SA status does not match across ends: $(cat "$WORK/tunnel.json")"
 "$CTL_BIN" get tunnel a-to-b -o json | jq -c '.status.ends[] | {node, phase, reason, message}'
 echo PASS
