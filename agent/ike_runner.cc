@@ -279,8 +279,10 @@ class IkeRunner::Loop {
     std::unique_ptr<Sa> initiating;
     std::vector<std::unique_ptr<Sa>> responding;  // Half-open, oldest first.
     absl::Time initiate_at = absl::InfiniteFuture();
-    int failures = 0;                                                 // In a row, for the backoff.
-    std::optional<std::pair<std::string, std::string>> last_failure;  // Reason, detail.
+    // Failed negotiations in a row (for the backoff), and the last one's
+    // reason and detail.
+    int failures = 0;
+    std::optional<std::pair<std::string, std::string>> last_failure;
     TunnelPhase logged_phase = strait::v1::TUNNEL_PHASE_UNSPECIFIED;
     std::string logged_reason;
   };

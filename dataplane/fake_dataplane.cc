@@ -55,6 +55,7 @@ std::optional<absl::Status> FakeDataplane::TakeFailure(absl::string_view method)
 absl::Status FakeDataplane::Record(std::string call, absl::Status status) {
   if (!status.ok()) absl::StrAppend(&call, " -> ", absl::StatusCodeToString(status.code()));
   calls_.push_back(std::move(call));
+  while (calls_.size() > max_calls_) calls_.pop_front();
   return status;
 }
 
@@ -214,7 +215,7 @@ std::vector<PolicyConfig> FakeDataplane::Policies() const {
 
 std::vector<std::string> FakeDataplane::Calls() const {
   absl::MutexLock lock(&mu_);
-  return calls_;
+  return std::vector<std::string>(calls_.begin(), calls_.end());
 }
 
 void FakeDataplane::FailNext(absl::string_view method, absl::Status status) {

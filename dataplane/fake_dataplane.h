@@ -28,7 +28,9 @@ namespace strait::dataplane {
 
 class FakeDataplane : public Dataplane {
  public:
-  FakeDataplane() = default;
+  // Keeps the last `max_calls` entries of the call log (the agent runs on
+  // this backend for now, so the log must not grow without bound).
+  explicit FakeDataplane(size_t max_calls = 10000) : max_calls_(max_calls) {}
   FakeDataplane(const FakeDataplane&) = delete;
   FakeDataplane& operator=(const FakeDataplane&) = delete;
 
@@ -55,7 +57,7 @@ class FakeDataplane : public Dataplane {
   // One line per call, in order: "AddSa 192.0.2.1/0x0000abcd", "DeleteSa ...",
   // "AddPolicy out 10.1.0.0/24->10.2.0.0/24 reqid=1", "DeletePolicy ...",
   // "UpdateSa ...", "GetCounters ...", "List", with " -> CODE" appended when
-  // the call failed.
+  // the call failed. The last max_calls only.
   std::vector<std::string> Calls() const;
   // Makes the next call to `method` ("AddSa", "AddPolicy", ...; AddPolicies
   // consumes AddPolicy errors) fail with `status` (not OK) and change
@@ -77,7 +79,8 @@ class FakeDataplane : public Dataplane {
   std::map<SaId, SaConfig> sas_ ABSL_GUARDED_BY(mu_);
   std::map<SaId, SaCounters> counters_ ABSL_GUARDED_BY(mu_);
   std::vector<PolicyConfig> policies_ ABSL_GUARDED_BY(mu_);  // In insertion order.
-  std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);
+  const size_t max_calls_;
+  std::deque<std::string> calls_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::deque<absl::Status>> failures_ ABSL_GUARDED_BY(mu_);
   std::function<void(const DataplaneEvent&)> subscriber_ ABSL_GUARDED_BY(mu_);
 };

@@ -161,6 +161,12 @@ TEST(FakeDataplaneTest, ConcurrentCallersSeeConsistentState) {
   EXPECT_THAT(dp.Calls(), SizeIs(600));
 }
 
+TEST(FakeDataplaneTest, KeepsTheLastCalls) {
+  FakeDataplane dp(/*max_calls=*/2);
+  for (uint32_t spi = 1; spi <= 3; ++spi) ASSERT_TRUE(dp.AddSa(Sa(spi)).ok());
+  EXPECT_THAT(dp.Calls(), ElementsAre("AddSa 192.0.2.1/0x00000002", "AddSa 192.0.2.1/0x00000003"));
+}
+
 TEST(FakeDataplaneTest, FormatsSelectors) {
   Selector s = Policy(Direction::kOut).selector;
   EXPECT_EQ(FormatSelector(s), "10.1.0.0/16->10.200.0.0/16");
