@@ -170,7 +170,7 @@ void ApplierImpl::UpdatePhaseMetrics() {
   absl::flat_hash_map<strait::v1::TunnelPhase, int64_t> counts;
   for (const NodeTunnel& t : applied_->tunnels()) {
     auto it = end_status_.find(t.name());
-    ++counts[it == end_status_.end() ? strait::v1::TUNNEL_PHASE_PENDING : it->second.phase];
+    ++counts[it == end_status_.end() ? strait::v1::TUNNEL_PHASE_PENDING : it->second.phase()];
   }
   if (counts.empty()) counts[strait::v1::TUNNEL_PHASE_PENDING] = 0;
   metrics_->SetTunnelPhases(counts);
@@ -178,6 +178,20 @@ void ApplierImpl::UpdatePhaseMetrics() {
 
 void ApplierImpl::SetEndStatus(const std::string& name, strait::v1::TunnelPhase phase,
                                const std::string& reason, const std::string& message) {
+  strait::v1::TunnelEndStatus status;
+  status.set_phase(phase);
+  status.set_reason(reason);
+  status.set_message(message);
+  SetEndStatus(name, status);
+}
+
+void ApplierImpl::SetEndStatus(const std::string& name, const strait::v1::TunnelEndStatus& status) {
+  strait::v1::TunnelEndStatus kept;
+  kept.set_phase(status.phase());
+  kept.set_reason(status.reason());
+  kept.set_message(status.message());
+  if (status.has_ike_sa()) *kept.mutable_ike_sa() = status.ike_sa();
+  *kept.mutable_child_sas() = status.child_sas();
   std::function<void()> listener;
   {
     absl::MutexLock lock(&mu_);
@@ -185,11 +199,11 @@ void ApplierImpl::SetEndStatus(const std::string& name, strait::v1::TunnelPhase 
     bool known = false;
     for (const NodeTunnel& t : applied_->tunnels()) known = known || t.name() == name;
     if (!known) return;
-    EndStatus& end = end_status_[name];
-    if (end.phase == phase && end.reason == reason && end.message == message) return;
-    end = EndStatus{phase, reason, message};
+    strait::v1::TunnelEndStatus& end = end_status_[name];
+    if (google::protobuf::util::MessageDifferencer::Equals(end, kept)) return;
+    end = std::move(kept);
     UpdatePhaseMetrics();
-    // Called from the IKE runner's threads, maybe while the session sets it.
+    // Called from the IKE runner's thread, maybe while the session sets it.
     listener = listener_;
   }
   if (listener) listener();
@@ -211,9 +225,7 @@ strait::v1::StatusReport ApplierImpl::BuildStatusReport() {
     strait::v1::TunnelEndStatus* status = end->mutable_status();
     status->set_node(node_);
     if (auto it = end_status_.find(tunnel.name()); it != end_status_.end()) {
-      status->set_phase(it->second.phase);
-      status->set_reason(it->second.reason);
-      status->set_message(it->second.message);
+      status->MergeFrom(it->second);
     } else {
       status->set_phase(strait::v1::TUNNEL_PHASE_PENDING);
       status->set_reason(kAwaitingIkeReason);

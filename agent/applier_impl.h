@@ -51,17 +51,15 @@ class ApplierImpl : public Applier {
     apply_hook_ = std::move(hook);
   }
   // Overrides the reported state of the applied tunnel `name` (ignored when
-  // no such tunnel is applied) and notifies the status listener. Forgotten
-  // when the tunnel leaves the applied snapshot.
+  // no such tunnel is applied) and notifies the status listener when it
+  // changed. Forgotten when the tunnel leaves the applied snapshot.
   void SetEndStatus(const std::string& name, strait::v1::TunnelPhase phase,
                     const std::string& reason, const std::string& message);
+  // The same with the SAs: phase, reason, message, ike_sa and child_sas
+  // come from `status`; the other fields are the applier's own.
+  void SetEndStatus(const std::string& name, const strait::v1::TunnelEndStatus& status);
 
  private:
-  struct EndStatus {
-    strait::v1::TunnelPhase phase = strait::v1::TUNNEL_PHASE_UNSPECIFIED;
-    std::string reason;
-    std::string message;
-  };
   void LogChanges(const strait::v1::Snapshot* before, const strait::v1::Snapshot& after);
   void UpdatePhaseMetrics() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -73,7 +71,8 @@ class ApplierImpl : public Applier {
 
   absl::Mutex mu_;
   SnapshotPtr applied_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, EndStatus> end_status_ ABSL_GUARDED_BY(mu_);
+  // Phase, reason, message and SAs only.
+  absl::flat_hash_map<std::string, strait::v1::TunnelEndStatus> end_status_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace strait::agent

@@ -164,6 +164,41 @@ TEST_F(ApplierImplTest, AcceptsRemoteHalfOfNodeToNodeTunnel) {
   EXPECT_EQ(applier_.BuildStatusReport().tunnels_size(), 2);
 }
 
+TEST_F(ApplierImplTest, ReportsEndStatusWithSas) {
+  ApplyFirst();
+  int notified = 0;
+  applier_.SetStatusListener([&notified] { ++notified; });
+  strait::v1::TunnelEndStatus status;
+  status.set_phase(strait::v1::TUNNEL_PHASE_ESTABLISHED);
+  status.set_reason("ESTABLISHED");
+  status.set_node("ignored");  // The applier's own.
+  status.mutable_ike_sa()->set_initiator_spi("0123456789abcdef");
+  status.add_child_sas()->set_inbound_spi("c0000001");
+  applier_.SetEndStatus("first", status);
+  applier_.SetEndStatus("first", status);  // Unchanged: no second notification.
+  applier_.SetEndStatus("unknown", status);
+  EXPECT_EQ(notified, 1);
+
+  strait::v1::StatusReport report = applier_.BuildStatusReport();
+  ASSERT_EQ(report.tunnels_size(), 1);
+  const strait::v1::TunnelEndStatus& got = report.tunnels(0).status();
+  EXPECT_EQ(got.node(), "node-a");
+  EXPECT_EQ(got.phase(), strait::v1::TUNNEL_PHASE_ESTABLISHED);
+  EXPECT_EQ(got.ike_sa().initiator_spi(), "0123456789abcdef");
+  ASSERT_EQ(got.child_sas_size(), 1);
+  EXPECT_EQ(got.child_sas(0).inbound_spi(), "c0000001");
+  EXPECT_EQ(got.observed_generation(), 1);
+  EXPECT_EQ(MetricValue(registry_, "strait_agent_tunnels", {{"phase", "established"}}), 1);
+
+  // Failing drops the SAs.
+  applier_.SetEndStatus("first", strait::v1::TUNNEL_PHASE_FAILED, "AUTHENTICATION_FAILED", "x");
+  EXPECT_EQ(notified, 2);
+  report = applier_.BuildStatusReport();
+  EXPECT_FALSE(report.tunnels(0).status().has_ike_sa());
+  EXPECT_EQ(report.tunnels(0).status().child_sas_size(), 0);
+  EXPECT_EQ(MetricValue(registry_, "strait_agent_tunnels", {{"phase", "failed"}}), 1);
+}
+
 TEST(ValidateSnapshotTest, NamesUnnamedTunnelsByIndex) {
   strait::v1::NodeTunnel tunnel = GatewayTunnel("", "node-a", "10.1.0.0/24", "10.100.0.0/16");
   absl::Status status = ValidateSnapshot(MakeSnapshot("1.s", {tunnel}), "node-a");

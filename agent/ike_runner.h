@@ -1,71 +1,110 @@
 #ifndef STRAIT_AGENT_IKE_RUNNER_H_
 #define STRAIT_AGENT_IKE_RUNNER_H_
 
-// Runs the IKEv2 engine for the applied snapshot (strait-agent
-// --enable-ike): one engine, one UDP socket on the local address, port 500,
-// and one thread per tunnel. Until SA dispatch lands, a local address
-// serves one tunnel; further tunnels on it report ERROR. Each tunnel's
-// state goes to the applier as its reported end status: CONNECTING while
-// negotiating, ESTABLISHED with the CHILD SA, FAILED with the engine's
-// failure reason (ERROR: the tunnel's local configuration is unusable); failed negotiations start
-// again after a backoff. The CHILD SA is only recorded: no dataplane yet.
+// Runs IKEv2 for the applied snapshot (strait-agent --enable-ike).
+//
+// One thread runs an event loop over every socket: each local address that
+// tunnels use gets one UDP socket on the IKE port and one on the NAT-T port
+// (IKE behind the non-ESP marker), IPv4 or IPv6, shared by all its tunnels.
+// Each IKE SA is a sans-IO engine; the loop waits in poll() for datagrams,
+// for the engines' next deadlines, and for an eventfd that Reconcile(),
+// Stop() and dataplane events use to wake it.
+//
+// Dispatch: a datagram goes to the IKE SA whose SPI (ours: the initiator
+// SPI of SAs we initiated, the responder SPI of the others) it carries. A
+// new IKE_SA_INIT request (responder SPI 0) goes to the tunnel whose local
+// address is the socket's and whose remote address is the sender's, which
+// starts a responder engine for it; that SA stays half-open until it is
+// established and then replaces the tunnel's previous IKE SA (the peer
+// restarted or reauthenticates). Anything else is dropped and counted
+// (strait_agent_ike_dropped_total{reason="no_tunnel"}).
+//
+// Initiating tunnels (start_action START; of a node-to-node tunnel, the end
+// whose node name sorts first) start an initiator engine, and another after
+// a failure, with exponential backoff. Established CHILD SAs go into the
+// dataplane (child_sa_install.h); a replaced or removed IKE SA takes its
+// CHILD SA's state out again. A CHILD SA's soft expiry makes an initiator
+// reauthenticate (a new IKE SA that replaces the old one, until
+// CREATE_CHILD_SA rekeying lands); a hard expiry ends the IKE SA, keeping
+// the policies so that traffic is dropped, not sent in clear, until a new
+// one is up.
+//
+// Each tunnel end's state goes to the applier as its reported status:
+// CONNECTING while negotiating, ESTABLISHED with the IKE and CHILD SA,
+// FAILED with the engine's failure reason (kept while retrying), ERROR when
+// the tunnel's local configuration is unusable.
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "agent/applier_impl.h"
+#include "agent/ike/tunnel_config.h"
+#include "agent/metrics.h"
 #include "common/clock.h"
+#include "dataplane/dataplane.h"
 #include "proto/strait/v1/agent.pb.h"
 
 namespace strait::agent {
 
-// The reason of a tunnel that shares its local address with an earlier one.
-inline constexpr char kLocalAddressInUseReason[] = "LOCAL_ADDRESS_IN_USE";
+// ERROR reasons.
+inline constexpr char kInvalidConfigReason[] = "INVALID_CONFIG";
+inline constexpr char kSocketErrorReason[] = "SOCKET_ERROR";
+// An earlier tunnel has the same local and remote addresses: a new IKE SA
+// from that peer could not be told apart until IKE_AUTH picks the tunnel.
+inline constexpr char kPeerAddressInUseReason[] = "PEER_ADDRESS_IN_USE";
 
 struct IkeRunnerOptions {
-  // How long an initiator waits after a failure before it initiates again.
+  // UDP ports of IKE and of NAT-T (RFC 3948), ours and the peers'; tests
+  // pick others. A nat_t_port of 0 binds no NAT-T socket.
+  uint16_t ike_port = 500;
+  uint16_t nat_t_port = 4500;
+  // After a failed negotiation an initiator waits this long, doubled after
+  // each further failure up to max_initiator_backoff (with jitter), before
+  // it initiates again.
   absl::Duration initiator_backoff = absl::Seconds(5);
-  // How long a responder waits after a failure before it listens again.
-  absl::Duration responder_backoff = absl::Seconds(1);
-  // UDP port of IKE, local and remote (500; tests may pick another).
-  uint16_t port = 500;
+  absl::Duration max_initiator_backoff = absl::Minutes(5);
+  // How often to try again to bind a local address that failed.
+  absl::Duration bind_retry = absl::Seconds(5);
+  // The engines' retransmission schedule (EngineConfig); empty: theirs.
+  std::vector<absl::Duration> retransmit_timeouts;
+  // Half-open IKE SAs a tunnel keeps as responder; a new one beyond this
+  // replaces the oldest.
+  size_t max_half_open_per_tunnel = 4;
+  // This node's certificate and key for tunnels with certificate auth that
+  // name none (--ike-certificate, --ike-private-key).
+  ike::CertificateDefaults certificates;
 };
 
 class IkeRunner {
  public:
-  // `node` is this agent's node name (for node-to-node tunnels the end whose
-  // node name sorts first initiates). `applier` and `clock` must outlive
-  // the runner.
-  IkeRunner(std::string node, ApplierImpl& applier, Clock& clock, IkeRunnerOptions options = {});
+  // Starts the event loop. `node` is this agent's node name; `applier`
+  // receives the tunnels' status; `dataplane` takes the CHILD SAs. They,
+  // `clock` and `metrics` must outlive the runner. Internal when the loop's
+  // eventfd cannot be made.
+  static absl::StatusOr<std::unique_ptr<IkeRunner>> Create(std::string node, ApplierImpl& applier,
+                                                           dataplane::Dataplane& dataplane,
+                                                           Clock& clock, IkeMetrics& metrics,
+                                                           IkeRunnerOptions options = {});
   ~IkeRunner();  // Stop()
   IkeRunner(const IkeRunner&) = delete;
   IkeRunner& operator=(const IkeRunner&) = delete;
 
   // Makes the running tunnels those of `snapshot`: starts new ones, stops
-  // removed ones, restarts changed ones. Blocks while stopping (at most a
-  // fraction of a second per tunnel).
+  // removed ones (taking their state out of the dataplane), restarts changed
+  // ones. Returns once the loop has done so.
   void Reconcile(const strait::v1::Snapshot& snapshot);
-  // Stops every tunnel; Reconcile does nothing afterwards.
+  // Stops every tunnel, takes their state out of the dataplane and ends the
+  // loop; Reconcile does nothing afterwards. Idempotent.
   void Stop();
 
  private:
-  struct Worker;
-  void RunWorker(Worker* worker);
-  void Report(const Worker& worker, strait::v1::TunnelPhase phase, const std::string& reason,
-              const std::string& message);
-
-  const std::string node_;
-  ApplierImpl& applier_;
-  Clock& clock_;
-  const IkeRunnerOptions options_;
-
-  absl::Mutex mu_;
-  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);
+  class Loop;
+  explicit IkeRunner(std::unique_ptr<Loop> loop);
+  std::unique_ptr<Loop> loop_;
 };
 
 }  // namespace strait::agent

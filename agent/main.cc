@@ -27,6 +27,7 @@
 #include "common/flags.h"
 #include "common/intent/validation.h"
 #include "common/logging.h"
+#include "dataplane/fake_dataplane.h"
 #include "grpcpp/grpcpp.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
@@ -56,10 +57,18 @@ ABSL_FLAG(absl::Duration, status_interval, absl::Seconds(30),
           "Longest time between two tunnel status reports to the controller (reports also go "
           "out after connecting, after each snapshot, and when a tunnel's state changes).");
 ABSL_FLAG(bool, enable_ike, false,
-          "Experimental: negotiate the applied tunnels with the built-in IKEv2 engine (PSK, "
-          "first CHILD SA; no dataplane is programmed yet) and report their real state. One "
-          "tunnel per local address; binds UDP port 500 on each local address. Without it "
-          "every tunnel end is reported PENDING (AWAITING_IKE).");
+          "Experimental: negotiate the applied tunnels with the built-in IKEv2 engine (PSK or "
+          "certificates, CHILD SA rekeying, DPD, DELETE) and report their real state. Binds UDP "
+          "ports 500 and 4500 on each "
+          "local address, shared by its tunnels. CHILD SAs go to an in-memory dataplane for "
+          "now: no kernel state is programmed yet. Without it every tunnel end is reported "
+          "PENDING (AWAITING_IKE).");
+ABSL_FLAG(std::string, ike_certificate, "",
+          "This node's IKE certificate (PEM, end entity first, then intermediates), for "
+          "tunnels with certificate auth that name no certificateFile.");
+ABSL_FLAG(std::string, ike_private_key, "",
+          "The private key of --ike-certificate (PEM, mode 0600: the agent refuses a key file "
+          "that group or others can read).");
 ABSL_FLAG(std::string, log_level, "info", "Least severe log level: debug, info, warning, error.");
 
 namespace {
@@ -184,10 +193,28 @@ int main(int argc, char** argv) {
   metrics.SetSessionState(standalone ? strait::agent::SessionState::kStandalone
                                      : strait::agent::SessionState::kDisconnected);
   strait::agent::ApplierImpl applier(node, strait::RealClock::Get(), &metrics);
+  strait::agent::IkeMetrics ike_metrics(*registry);
+  // The XFRM and userspace backends are not wired in yet: CHILD SAs are
+  // kept in memory only.
+  strait::dataplane::FakeDataplane dataplane;
   std::unique_ptr<strait::agent::IkeRunner> ike_runner;
   if (absl::GetFlag(FLAGS_enable_ike)) {
-    ike_runner =
-        std::make_unique<strait::agent::IkeRunner>(node, applier, strait::RealClock::Get());
+    LOG_WARNING(
+        "no real dataplane is wired in yet: CHILD SAs are kept in memory, no traffic "
+        "is protected")
+        .With("node", node)
+        .With("dataplane", dataplane.name());
+    strait::agent::IkeRunnerOptions ike_options;
+    ike_options.certificates.certificate_file = absl::GetFlag(FLAGS_ike_certificate);
+    ike_options.certificates.private_key_file = absl::GetFlag(FLAGS_ike_private_key);
+    absl::StatusOr<std::unique_ptr<strait::agent::IkeRunner>> runner =
+        strait::agent::IkeRunner::Create(node, applier, dataplane, strait::RealClock::Get(),
+                                         ike_metrics, ike_options);
+    if (!runner.ok()) {
+      LOG_ERROR("cannot start IKE").With("node", node).With("error", runner.status().ToString());
+      return kExitFailure;
+    }
+    ike_runner = *std::move(runner);
     applier.SetApplyHook(
         [runner = ike_runner.get()](const strait::v1::Snapshot& s) { runner->Reconcile(s); });
   }

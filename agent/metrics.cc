@@ -125,4 +125,124 @@ void AgentMetrics::SetTunnelPhases(
   }
 }
 
+absl::string_view IkeExchangeName(int exchange_type) {
+  switch (exchange_type) {
+    case 34:
+      return "IKE_SA_INIT";
+    case 35:
+      return "IKE_AUTH";
+    case 36:
+      return "CREATE_CHILD_SA";
+    case 37:
+      return "INFORMATIONAL";
+    default:
+      return "other";
+  }
+}
+
+int IkeMetrics::ExchangeIndex(int exchange_type) {
+  return exchange_type >= 34 && exchange_type <= 37 ? exchange_type - 34 : 4;
+}
+
+IkeMetrics::IkeMetrics(prometheus::Registry& registry)
+    : child_sas_(prometheus::BuildGauge()
+                     .Name("strait_agent_child_sas")
+                     .Help("CHILD SAs installed in the dataplane (each an inbound and an "
+                           "outbound ESP SA with their policies).")
+                     .Register(registry)
+                     .Add({})),
+      handshakes_(prometheus::BuildCounter()
+                      .Name("strait_agent_ike_handshakes_total")
+                      .Help("IKE SA negotiations (IKE_SA_INIT, IKE_AUTH and the first CHILD SA) "
+                            "that ended, by role and result: success or the failure reason.")
+                      .Register(registry)),
+      auth_failures_(prometheus::BuildCounter()
+                         .Name("strait_agent_ike_auth_failures_total")
+                         .Help("IKE negotiations that failed authentication, by reason.")
+                         .Register(registry)),
+      dropped_(prometheus::BuildCounter()
+                   .Name("strait_agent_ike_dropped_total")
+                   .Help("Received IKE datagrams dropped without effect, by reason: malformed, "
+                         "undecryptable, unexpected, stale, no_tunnel.")
+                   .Register(registry)) {
+  auto& ike_sas = prometheus::BuildGauge()
+                      .Name("strait_agent_ike_sas")
+                      .Help("IKE SAs, by state: connecting (negotiating) or established.")
+                      .Register(registry);
+  ike_sas_[0] = &ike_sas.Add({{"state", "connecting"}});
+  ike_sas_[1] = &ike_sas.Add({{"state", "established"}});
+  auto& durations = prometheus::BuildHistogram()
+                        .Name("strait_agent_ike_handshake_duration_seconds")
+                        .Help(
+                            "Time from the first IKE_SA_INIT to the established CHILD SA, of "
+                            "successful negotiations, by role.")
+                        .Register(registry);
+  const prometheus::Histogram::BucketBoundaries buckets = {
+      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+  durations_[0] = &durations.Add({{"role", "responder"}}, buckets);
+  durations_[1] = &durations.Add({{"role", "initiator"}}, buckets);
+  for (const char* role : {"initiator", "responder"}) {
+    handshakes_.Add({{"role", role}, {"result", "success"}});
+  }
+  auto& messages = prometheus::BuildCounter()
+                       .Name("strait_agent_ike_messages_total")
+                       .Help(
+                           "IKE messages received and sent (retransmissions included), by "
+                           "exchange and direction.")
+                       .Register(registry);
+  auto& retransmits = prometheus::BuildCounter()
+                          .Name("strait_agent_ike_retransmits_total")
+                          .Help("Our IKE requests sent again after a timeout, by exchange.")
+                          .Register(registry);
+  for (int i = 0; i < kExchanges; ++i) {
+    const std::string exchange(IkeExchangeName(i + 34));
+    messages_[i][0] = &messages.Add({{"exchange", exchange}, {"direction", "out"}});
+    messages_[i][1] = &messages.Add({{"exchange", exchange}, {"direction", "in"}});
+    retransmits_[i] = &retransmits.Add({{"exchange", exchange}});
+  }
+  // The engine's authentication failures, so that alerts see them at 0.
+  for (const char* reason : {"AUTHENTICATION_FAILED", "PEER_IDENTITY_MISMATCH"}) {
+    auth_failures_.Add({{"reason", reason}});
+  }
+  for (const char* reason : {kMalformed, kUndecryptable, kUnexpected, kStale, kNoTunnel}) {
+    dropped_.Add({{"reason", reason}});
+  }
+}
+
+void IkeMetrics::SetIkeSas(int64_t connecting, int64_t established) {
+  ike_sas_[0]->Set(static_cast<double>(connecting));
+  ike_sas_[1]->Set(static_cast<double>(established));
+}
+
+void IkeMetrics::SetChildSas(int64_t installed) { child_sas_.Set(static_cast<double>(installed)); }
+
+void IkeMetrics::HandshakeSucceeded(bool initiator, absl::Duration duration) {
+  handshakes_.Add({{"role", initiator ? "initiator" : "responder"}, {"result", "success"}})
+      .Increment();
+  durations_[initiator ? 1 : 0]->Observe(absl::ToDoubleSeconds(duration));
+}
+
+void IkeMetrics::HandshakeFailed(bool initiator, absl::string_view reason) {
+  handshakes_
+      .Add({{"role", initiator ? "initiator" : "responder"}, {"result", std::string(reason)}})
+      .Increment();
+}
+
+void IkeMetrics::AuthFailed(absl::string_view reason) {
+  auth_failures_.Add({{"reason", std::string(reason)}}).Increment();
+}
+
+void IkeMetrics::Message(int exchange_type, bool inbound) {
+  messages_[ExchangeIndex(exchange_type)][inbound ? 1 : 0]->Increment();
+}
+
+void IkeMetrics::Retransmits(int exchange_type, uint64_t count) {
+  if (count != 0) retransmits_[ExchangeIndex(exchange_type)]->Increment(static_cast<double>(count));
+}
+
+void IkeMetrics::Dropped(absl::string_view reason, uint64_t count) {
+  if (count != 0)
+    dropped_.Add({{"reason", std::string(reason)}}).Increment(static_cast<double>(count));
+}
+
 }  // namespace strait::agent

@@ -12,9 +12,11 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "proto/strait/v1/tunnel.pb.h"
 
@@ -71,6 +73,59 @@ class AgentMetrics {
   absl::Mutex mu_;
   prometheus::Gauge* version_info_sample_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::string version_ ABSL_GUARDED_BY(mu_);
+};
+
+// The `exchange` label of the IKE message metrics for an IKE header's
+// exchange type: "IKE_SA_INIT", "IKE_AUTH", "CREATE_CHILD_SA",
+// "INFORMATIONAL", else "other".
+absl::string_view IkeExchangeName(int exchange_type);
+
+// The IKE runner's metrics (strait_agent_ike_*, strait_agent_child_sas),
+// registered on the agent's registry. Thread-safe.
+class IkeMetrics {
+ public:
+  // `drop` reasons of strait_agent_ike_dropped_total.
+  static constexpr char kMalformed[] = "malformed";
+  static constexpr char kUndecryptable[] = "undecryptable";
+  static constexpr char kUnexpected[] = "unexpected";
+  static constexpr char kStale[] = "stale";
+  static constexpr char kNoTunnel[] = "no_tunnel";
+
+  // Registers every family on `registry`, which must outlive this object.
+  explicit IkeMetrics(prometheus::Registry& registry);
+  IkeMetrics(const IkeMetrics&) = delete;
+  IkeMetrics& operator=(const IkeMetrics&) = delete;
+
+  // strait_agent_ike_sas{state="connecting"|"established"}.
+  void SetIkeSas(int64_t connecting, int64_t established);
+  // strait_agent_child_sas: CHILD SAs installed in the dataplane.
+  void SetChildSas(int64_t installed);
+  // strait_agent_ike_handshakes_total{role,result}: `result` is "success"
+  // or a failure reason; a success also observes `duration` in
+  // strait_agent_ike_handshake_duration_seconds{role}.
+  void HandshakeSucceeded(bool initiator, absl::Duration duration);
+  void HandshakeFailed(bool initiator, absl::string_view reason);
+  // strait_agent_ike_auth_failures_total{reason}.
+  void AuthFailed(absl::string_view reason);
+  // strait_agent_ike_messages_total{exchange,direction}.
+  void Message(int exchange_type, bool inbound);
+  // strait_agent_ike_retransmits_total{exchange}.
+  void Retransmits(int exchange_type, uint64_t count);
+  // strait_agent_ike_dropped_total{reason}.
+  void Dropped(absl::string_view reason, uint64_t count = 1);
+
+ private:
+  static constexpr int kExchanges = 5;  // The four and "other".
+  static int ExchangeIndex(int exchange_type);
+
+  std::array<prometheus::Gauge*, 2> ike_sas_{};  // connecting, established
+  prometheus::Gauge& child_sas_;
+  prometheus::Family<prometheus::Counter>& handshakes_;
+  std::array<prometheus::Histogram*, 2> durations_{};  // responder, initiator
+  prometheus::Family<prometheus::Counter>& auth_failures_;
+  std::array<std::array<prometheus::Counter*, 2>, kExchanges> messages_{};  // [exchange][in]
+  std::array<prometheus::Counter*, kExchanges> retransmits_{};
+  prometheus::Family<prometheus::Counter>& dropped_;
 };
 
 }  // namespace strait::agent

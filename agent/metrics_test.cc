@@ -14,7 +14,10 @@ double Value(prometheus::Registry& registry, const std::string& name, const std:
     for (const auto& metric : family.metric) {
       bool match = key.empty();
       for (const auto& label : metric.label) match |= label.name == key && label.value == value;
-      if (match) total += metric.gauge.value + metric.counter.value;
+      if (match) {
+        total += metric.gauge.value + metric.counter.value +
+                 static_cast<double>(metric.histogram.sample_count);
+      }
     }
   }
   return total;
@@ -53,6 +56,61 @@ TEST(MetricsTest, VersionRevision) {
   EXPECT_EQ(VersionRevision(""), 0);
   EXPECT_EQ(VersionRevision("file:abc"), 0);
   EXPECT_EQ(VersionRevision("-3.x"), 0);
+}
+
+TEST(IkeMetricsTest, RecordsTheRunnersEvents) {
+  prometheus::Registry registry;
+  IkeMetrics metrics(registry);
+  // Families with fixed labels are there from the start.
+  EXPECT_EQ(Value(registry, "strait_agent_ike_messages_total", "exchange", "IKE_SA_INIT"), 0);
+  size_t families = 0;
+  for (const auto& family : registry.Collect()) {
+    families += family.name.rfind("strait_agent_", 0) == 0 ? 1 : 0;
+  }
+  EXPECT_EQ(families, 8u);
+
+  metrics.SetIkeSas(2, 3);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_sas", "state", "connecting"), 2);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_sas", "state", "established"), 3);
+  metrics.SetChildSas(4);
+  EXPECT_EQ(Value(registry, "strait_agent_child_sas"), 4);
+
+  metrics.HandshakeSucceeded(true, absl::Milliseconds(20));
+  metrics.HandshakeFailed(false, "NO_PROPOSAL_CHOSEN");
+  metrics.HandshakeFailed(false, "NO_PROPOSAL_CHOSEN");
+  EXPECT_EQ(Value(registry, "strait_agent_ike_handshakes_total", "result", "success"), 1);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_handshakes_total", "result", "NO_PROPOSAL_CHOSEN"),
+            2);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_handshake_duration_seconds", "role", "initiator"), 1);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_handshake_duration_seconds", "role", "responder"), 0);
+
+  metrics.AuthFailed("AUTHENTICATION_FAILED");
+  EXPECT_EQ(
+      Value(registry, "strait_agent_ike_auth_failures_total", "reason", "AUTHENTICATION_FAILED"),
+      1);
+
+  metrics.Message(34, true);
+  metrics.Message(37, false);
+  metrics.Message(99, true);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_messages_total", "exchange", "IKE_SA_INIT"), 1);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_messages_total", "exchange", "INFORMATIONAL"), 1);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_messages_total", "exchange", "other"), 1);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_messages_total", "direction", "in"), 2);
+
+  metrics.Retransmits(35, 3);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_retransmits_total", "exchange", "IKE_AUTH"), 3);
+  metrics.Dropped(IkeMetrics::kNoTunnel);
+  metrics.Dropped(IkeMetrics::kStale, 5);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_dropped_total", "reason", "no_tunnel"), 1);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_dropped_total"), 6);
+}
+
+TEST(IkeMetricsTest, ExchangeNames) {
+  EXPECT_EQ(IkeExchangeName(34), "IKE_SA_INIT");
+  EXPECT_EQ(IkeExchangeName(35), "IKE_AUTH");
+  EXPECT_EQ(IkeExchangeName(36), "CREATE_CHILD_SA");
+  EXPECT_EQ(IkeExchangeName(37), "INFORMATIONAL");
+  EXPECT_EQ(IkeExchangeName(0), "other");
 }
 
 }  // namespace

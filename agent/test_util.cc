@@ -52,7 +52,8 @@ double MetricValue(prometheus::Registry& registry, const std::string& name,
         match &= found;
       }
       if (!match) continue;
-      total += metric.gauge.value + metric.counter.value;
+      total += metric.gauge.value + metric.counter.value +
+               static_cast<double>(metric.histogram.sample_count);
     }
   }
   return total;

@@ -22,7 +22,7 @@ strait::v1::Snapshot MakeSnapshot(const std::string& version,
                                   const std::string& nonce = "");
 
 // The value of the sample of `name` whose labels include `labels`, summed
-// over matches; 0 when there is none.
+// over matches (for a histogram: its sample count); 0 when there is none.
 double MetricValue(prometheus::Registry& registry, const std::string& name,
                    const std::map<std::string, std::string>& labels = {});
 

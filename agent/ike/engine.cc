@@ -65,6 +65,8 @@ const char* FailureReasonName(FailureReason reason) {
       return "PEER_NOT_RESPONDING";
     case FailureReason::kPeerDead:
       return "PEER_DEAD";
+    case FailureReason::kDeletedByPeer:
+      return "DELETED_BY_PEER";
     case FailureReason::kInternalError:
       return "INTERNAL_ERROR";
   }

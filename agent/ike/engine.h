@@ -11,6 +11,7 @@
 // authentication and the first CHILD SA, as initiator or responder. Not a thread-safe object: the
 // I/O loop that owns it calls it from one thread.
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -168,6 +169,7 @@ enum class FailureReason {
   kTsUnacceptable,
   kPeerNotResponding,
   kPeerDead,       // An established peer stopped answering (DPD).
+  kDeletedByPeer,  // The peer deleted the IKE SA.
   kInternalError,  // Crypto or dataplane failure on our side.
 };
 const char* FailureReasonName(FailureReason reason);
@@ -239,6 +241,11 @@ struct EngineCounters {
   uint64_t child_rekeys_answered = 0;   // The peer's that we completed.
   uint64_t child_rekey_failures = 0;
   uint64_t rekey_collisions = 0;  // Both ends rekeyed the same SA (RFC 7296 §2.8.1).
+
+  // retransmits_sent by the request's exchange: [exchange type -
+  // kExchangeIkeSaInit] for IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA and
+  // INFORMATIONAL.
+  std::array<uint64_t, 4> retransmits_by_exchange = {};
 };
 
 class Engine {

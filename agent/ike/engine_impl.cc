@@ -860,6 +860,9 @@ void EngineImpl::Tick(absl::Time now) {
     retransmit_at_ = now + config_.retransmit_timeouts[std::min(transmissions_, steps - 1)];
     ++transmissions_;
     ++counters_.retransmits_sent;
+    if (pending_exchange_ >= kExchangeIkeSaInit && pending_exchange_ <= kExchangeInformational) {
+      ++counters_.retransmits_by_exchange[pending_exchange_ - kExchangeIkeSaInit];
+    }
     Send(pending_bytes_);
     return;
   }

@@ -471,6 +471,7 @@ TEST(EngineTest, DroppedInitResponseIsRetransmitted) {
   ASSERT_TRUE(pair.Run());
   ExpectEstablished(pair);
   EXPECT_EQ(pair.initiator().counters().retransmits_sent, 1u);
+  EXPECT_EQ(pair.initiator().counters().retransmits_by_exchange[0], 1u);  // IKE_SA_INIT
   EXPECT_EQ(pair.responder().counters().responses_resent, 1u);
   // The retransmit is the same bytes as the first transmission.
   ASSERT_GE(pair.sent_by_initiator.size(), 2u);
@@ -486,6 +487,7 @@ TEST(EngineTest, DroppedAuthResponseIsRetransmitted) {
   ASSERT_TRUE(pair.Run());
   ExpectEstablished(pair);
   EXPECT_EQ(pair.initiator().counters().retransmits_sent, 1u);
+  EXPECT_EQ(pair.initiator().counters().retransmits_by_exchange[1], 1u);  // IKE_AUTH
   EXPECT_EQ(pair.responder().counters().responses_resent, 1u);
   EXPECT_EQ(pair.sink_r().installed.size(), 1u);
 }

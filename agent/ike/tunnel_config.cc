@@ -1,5 +1,7 @@
 #include "agent/ike/tunnel_config.h"
 
+#include <algorithm>
+
 #include <string>
 #include <utility>
 #include <vector>
@@ -231,6 +233,18 @@ absl::StatusOr<EngineConfig> EngineConfigFromSpec(const strait::v1::TunnelSpec& 
   if (spec.dpd().has_timeout()) {
     config.dpd_timeout = absl::Seconds(spec.dpd().timeout().seconds()) +
                          absl::Nanoseconds(spec.dpd().timeout().nanos());
+  }
+
+  // The CHILD SA rekeys `rekey_margin` before its lifetime ends, up to half
+  // a margin earlier (fuzz), so that two ends configured alike rarely
+  // collide.
+  if (spec.esp().has_lifetime()) {
+    const absl::Duration lifetime = absl::Seconds(spec.esp().lifetime().seconds());
+    const absl::Duration margin = absl::Seconds(spec.esp().rekey_margin().seconds());
+    if (lifetime > margin) {
+      config.child_rekey_after = lifetime - margin;
+      config.rekey_fuzz = std::min(margin / 2, (lifetime - margin) / 2);
+    }
   }
 
   if (spec.auth().has_certificate()) {

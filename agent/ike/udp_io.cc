@@ -27,8 +27,8 @@ namespace {
 // full-size buffer keeps an oversized datagram from being silently cut.
 constexpr size_t kMaxDatagram = 65535;
 
-// Fills `ss` from an endpoint; returns the address length or 0 when the
-// address is neither IPv4 nor IPv6.
+}  // namespace
+
 socklen_t ToSockaddr(const Endpoint& e, sockaddr_storage* ss) {
   std::memset(ss, 0, sizeof(*ss));
   if (e.address.size() == 4) {
@@ -66,8 +66,6 @@ bool FromSockaddr(const sockaddr_storage& ss, Endpoint* e) {
   return false;
 }
 
-}  // namespace
-
 absl::StatusOr<Bytes> ParseIpAddress(const std::string& text) {
   Bytes out(16);
   if (inet_pton(AF_INET, text.c_str(), out.data()) == 1) {
@@ -85,10 +83,7 @@ std::string FormatIpAddress(const Bytes& address) {
   return buf;
 }
 
-namespace {
-
-// A non-blocking UDP socket bound to `local`; fills `port` with the bound port.
-absl::StatusOr<int> BindSocket(const Endpoint& local, uint16_t* port) {
+absl::StatusOr<int> BindUdpSocket(const Endpoint& local, uint16_t* port) {
   sockaddr_storage ss;
   const socklen_t len = ToSockaddr(local, &ss);
   if (len == 0) return absl::InvalidArgumentError("local address must be IPv4 or IPv6");
@@ -118,19 +113,14 @@ absl::StatusOr<int> BindSocket(const Endpoint& local, uint16_t* port) {
   return fd;
 }
 
-// RFC 3948 §2.2: IKE on the NAT-T port starts with four zero bytes.
-constexpr uint8_t kNonEspMarker[4] = {0, 0, 0, 0};
-
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<UdpIo>> UdpIo::Create(const Endpoint& local, uint16_t nat_t_port) {
   uint16_t port = 0;
-  absl::StatusOr<int> fd = BindSocket(local, &port);
+  absl::StatusOr<int> fd = BindUdpSocket(local, &port);
   if (!fd.ok()) return fd.status();
   int nat_t_fd = -1;
   if (nat_t_port != 0) {
     uint16_t unused = 0;
-    absl::StatusOr<int> second = BindSocket(Endpoint{local.address, nat_t_port}, &unused);
+    absl::StatusOr<int> second = BindUdpSocket(Endpoint{local.address, nat_t_port}, &unused);
     if (!second.ok()) {
       close(*fd);
       return second.status();

@@ -9,6 +9,8 @@
 // non-ESP marker, which is stripped on input and added on output; ESP-in-UDP
 // packets on it are dropped (no dataplane here).
 
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -77,6 +79,19 @@ class UdpIo {
   UdpIoCounters counters_;
 };
 using UdpIoPtr = std::unique_ptr<UdpIo>;
+
+// For I/O loops that own sockets themselves (the agent's IKE runner).
+
+// RFC 3948 section 2.2: IKE on the NAT-T port starts with four zero bytes.
+inline constexpr uint8_t kNonEspMarker[4] = {0, 0, 0, 0};
+// A non-blocking, close-on-exec UDP socket bound to `local` (IPv6 ones are
+// v6-only); the bound port goes to `*port`. Errors of socket()/bind().
+absl::StatusOr<int> BindUdpSocket(const Endpoint& local, uint16_t* port);
+// Fills `ss`; returns its length, or 0 when the address is neither IPv4 nor
+// IPv6.
+socklen_t ToSockaddr(const Endpoint& e, sockaddr_storage* ss);
+// False for families other than IPv4 and IPv6.
+bool FromSockaddr(const sockaddr_storage& ss, Endpoint* e);
 
 // "192.0.2.1" or "2001:db8::1" to 4 or 16 bytes; InvalidArgument otherwise.
 absl::StatusOr<Bytes> ParseIpAddress(const std::string& text);

@@ -20,6 +20,7 @@ namespace {
 
 class RecordingSink : public ChildSaSink {
  public:
+  absl::Status RemoveChildSa(const ChildSa&) override { return absl::OkStatus(); }
   absl::Status InstallChildSa(const ChildSa& sa) override {
     spis.push_back(sa.inbound_spi);
     return absl::OkStatus();
