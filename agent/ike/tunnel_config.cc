@@ -1,7 +1,6 @@
 #include "agent/ike/tunnel_config.h"
 
 #include <algorithm>
-
 #include <string>
 #include <utility>
 #include <vector>
