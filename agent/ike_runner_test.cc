@@ -272,7 +272,9 @@ TEST_F(IkeRunnerTest, EstablishesReportsAndInstallsMirroredSas) {
   EXPECT_EQ(sa.ike_sa().algorithms(), "AES_GCM_16-256/PRF_HMAC_SHA2_384/ECP_384");
   EXPECT_FALSE(sa.ike_sa().local_behind_nat());
   EXPECT_GT(sa.ike_sa().established_time().seconds(), 0);
-  EXPECT_EQ(sa.ike_sa().remote_identity(), "");  // Filled by another change.
+  EXPECT_EQ(sa.ike_sa().remote_identity(), "127.0.0.2");  // The address: no id set.
+  EXPECT_EQ(sb.ike_sa().remote_identity(), "127.0.0.1");
+  EXPECT_EQ(sa.ike_sa().auth_method(), "psk");
 
   ASSERT_EQ(sa.child_sas_size(), 1);
   ASSERT_EQ(sb.child_sas_size(), 1);
