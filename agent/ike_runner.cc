@@ -534,6 +534,7 @@ void IkeRunner::Loop::StopTunnel(const std::string& name) {
     by_peer_.erase(PeerKey{t.config.local.address, t.config.remote.address});
     Release(t.local);
   }
+  metrics_.SetNextRekey(name, std::nullopt);
   LOG_INFO("tunnel stopped").With("node", node_).With("tunnel", name);
   tunnels_.erase(it);
 }
@@ -791,6 +792,7 @@ void IkeRunner::Loop::Flush(Sa& sa) {
         s.set_remote_behind_nat(e.remote_behind_nat);
         s.set_remote_identity(e.remote_identity);
         s.set_auth_method(e.auth_method);
+        if (e.local_behind_nat || e.remote_behind_nat) metrics_.NatDetected();
         SetTimestamp(clock_.Now(), s.mutable_established_time());
         break;
       }
@@ -831,6 +833,13 @@ void IkeRunner::Loop::Flush(Sa& sa) {
                    c.undecryptable_dropped - sa.seen.undecryptable_dropped);
   metrics_.Dropped(IkeMetrics::kUnexpected, c.unexpected_dropped - sa.seen.unexpected_dropped);
   metrics_.Dropped(IkeMetrics::kStale, c.stale_dropped - sa.seen.stale_dropped);
+  metrics_.ChildRekeys(true, true, c.child_rekeys_initiated - sa.seen.child_rekeys_initiated);
+  metrics_.ChildRekeys(true, false, c.child_rekey_failures - sa.seen.child_rekey_failures);
+  metrics_.ChildRekeys(false, true, c.child_rekeys_answered - sa.seen.child_rekeys_answered);
+  metrics_.RekeyCollisions(c.rekey_collisions - sa.seen.rekey_collisions);
+  metrics_.DpdProbes(c.dpd_probes_sent - sa.seen.dpd_probes_sent);
+  metrics_.Deletes(true, c.deletes_sent - sa.seen.deletes_sent);
+  metrics_.Deletes(false, c.deletes_received - sa.seen.deletes_received);
   for (size_t i = 0; i < c.retransmits_by_exchange.size(); ++i) {
     metrics_.Retransmits(ike::kExchangeIkeSaInit + static_cast<int>(i),
                          c.retransmits_by_exchange[i] - sa.seen.retransmits_by_exchange[i]);
@@ -875,8 +884,24 @@ void IkeRunner::Loop::Settle(Tunnel& t) {
     RecordFailure(t, *t.current);
     std::vector<dataplane::PolicyConfig> keep =
         t.current->child ? t.current->child->policies : std::vector<dataplane::PolicyConfig>{};
+    const bool dead = t.current->failure.has_value() &&
+                      t.current->failure->reason == ike::FailureReason::kPeerDead;
+    // What a dead peer gets (spec.dpd.action): restart connects again at
+    // once; hold keeps the policies (traffic is dropped, not sent in clear)
+    // and connects again when traffic asks for it (acquire) or the peer
+    // comes back; clear removes everything and waits for the peer.
+    const strait::v1::DpdAction action = t.raw_spec.dpd().action();
+    if (dead) {
+      metrics_.PeerDead(action == strait::v1::DPD_ACTION_CLEAR  ? "clear"
+                        : action == strait::v1::DPD_ACTION_HOLD ? "hold"
+                                                                : "restart");
+    }
+    if (dead && action == strait::v1::DPD_ACTION_CLEAR) keep.clear();
     Retire(std::move(t.current), keep);
-    if (t.initiator) t.initiate_at = std::min(t.initiate_at, now);
+    if (t.initiator && !(dead && action != strait::v1::DPD_ACTION_RESTART &&
+                         action != strait::v1::DPD_ACTION_UNSPECIFIED)) {
+      t.initiate_at = std::min(t.initiate_at, now);
+    }
   }
   if (t.initiating != nullptr) {
     if (t.initiating->fate == Sa::Fate::kEstablished) {
@@ -1056,7 +1081,17 @@ void IkeRunner::Loop::RemoveChild(Sa& sa, const ike::ChildSa& child) {
 }
 
 void IkeRunner::Loop::OnDataplaneEvent(const dataplane::DataplaneEvent& e) {
-  if (e.kind == dataplane::DataplaneEvent::Kind::kAcquire) return;
+  if (e.kind == dataplane::DataplaneEvent::Kind::kAcquire) {
+    // Traffic hit a policy without an SA (a held tunnel): connect now.
+    for (auto& [name, owned] : tunnels_) {
+      Tunnel& t = *owned;
+      if (t.initiator && t.current == nullptr && t.initiating == nullptr &&
+          (e.reqid == 0 || e.reqid == t.child_params.reqid)) {
+        t.initiate_at = std::min(t.initiate_at, clock_.Now());
+      }
+    }
+    return;
+  }
   for (auto& [name, owned] : tunnels_) {
     Tunnel& t = *owned;
     Sa* sa = t.current.get();
@@ -1193,6 +1228,8 @@ void IkeRunner::Loop::UpdateGauges() {
       }
       if (sa->child.has_value()) ++children;
     }
+    metrics_.SetNextRekey(
+        name, t->current != nullptr ? t->current->engine->next_child_rekey() : std::nullopt);
   }
   metrics_.SetIkeSas(connecting, established);
   metrics_.SetChildSas(children);

@@ -164,7 +164,49 @@ IkeMetrics::IkeMetrics(prometheus::Registry& registry)
                    .Name("strait_agent_ike_dropped_total")
                    .Help("Received IKE datagrams dropped without effect, by reason: malformed, "
                          "undecryptable, unexpected, stale, no_tunnel.")
-                   .Register(registry)) {
+                   .Register(registry)),
+      rekeys_(prometheus::BuildCounter()
+                  .Name("strait_agent_ike_rekeys_total")
+                  .Help("Rekeys (CREATE_CHILD_SA), by kind (child), role (initiator: this end "
+                        "started it) and result (success, failure).")
+                  .Register(registry)),
+      rekey_collisions_(prometheus::BuildCounter()
+                            .Name("strait_agent_ike_rekey_collisions_total")
+                            .Help("Simultaneous rekeys of one SA by both ends (RFC 7296 2.8.1).")
+                            .Register(registry)
+                            .Add({})),
+      dpd_probes_(prometheus::BuildCounter()
+                      .Name("strait_agent_ike_dpd_probes_total")
+                      .Help("Dead peer detection probes sent (empty INFORMATIONAL requests after "
+                            "the DPD interval without traffic from the peer).")
+                      .Register(registry)
+                      .Add({})),
+      dead_peers_(prometheus::BuildCounter()
+                      .Name("strait_agent_ike_dead_peers_total")
+                      .Help("Peers declared dead (no answer within the DPD timeout), by the "
+                            "action taken: restart, clear or hold.")
+                      .Register(registry)),
+      nat_detected_(prometheus::BuildCounter()
+                        .Name("strait_agent_ike_nat_detected_total")
+                        .Help("IKE SAs established across a NAT (either end behind it).")
+                        .Register(registry)
+                        .Add({})),
+      next_rekey_(prometheus::BuildGauge()
+                      .Name("strait_agent_child_sa_next_rekey_timestamp_seconds")
+                      .Help("When the tunnel's CHILD SA is rekeyed next (unix time), by tunnel.")
+                      .Register(registry)) {
+  for (const char* role : {"initiator", "responder"}) {
+    for (const char* result : {"success", "failure"}) {
+      rekeys_.Add({{"kind", "child"}, {"role", role}, {"result", result}});
+    }
+  }
+  for (const char* action : {"restart", "clear", "hold"}) dead_peers_.Add({{"action", action}});
+  auto& deletes = prometheus::BuildCounter()
+                      .Name("strait_agent_ike_deletes_total")
+                      .Help("INFORMATIONAL DELETEs of IKE or CHILD SAs, sent or received.")
+                      .Register(registry);
+  deletes_[0] = &deletes.Add({{"direction", "received"}});
+  deletes_[1] = &deletes.Add({{"direction", "sent"}});
   auto& ike_sas = prometheus::BuildGauge()
                       .Name("strait_agent_ike_sas")
                       .Help("IKE SAs, by state: connecting (negotiating) or established.")
@@ -243,6 +285,49 @@ void IkeMetrics::Retransmits(int exchange_type, uint64_t count) {
 void IkeMetrics::Dropped(absl::string_view reason, uint64_t count) {
   if (count != 0)
     dropped_.Add({{"reason", std::string(reason)}}).Increment(static_cast<double>(count));
+}
+
+void IkeMetrics::ChildRekeys(bool initiator, bool success, uint64_t count) {
+  if (count == 0) return;
+  rekeys_
+      .Add({{"kind", "child"},
+            {"role", initiator ? "initiator" : "responder"},
+            {"result", success ? "success" : "failure"}})
+      .Increment(static_cast<double>(count));
+}
+
+void IkeMetrics::RekeyCollisions(uint64_t count) {
+  if (count != 0) rekey_collisions_.Increment(static_cast<double>(count));
+}
+
+void IkeMetrics::DpdProbes(uint64_t count) {
+  if (count != 0) dpd_probes_.Increment(static_cast<double>(count));
+}
+
+void IkeMetrics::PeerDead(absl::string_view action) {
+  dead_peers_.Add({{"action", std::string(action)}}).Increment();
+}
+
+void IkeMetrics::Deletes(bool sent, uint64_t count) {
+  if (count != 0) deletes_[sent ? 1 : 0]->Increment(static_cast<double>(count));
+}
+
+void IkeMetrics::NatDetected() { nat_detected_.Increment(); }
+
+void IkeMetrics::SetNextRekey(const std::string& tunnel, std::optional<absl::Time> when) {
+  absl::MutexLock lock(&mu_);
+  auto it = next_rekey_by_tunnel_.find(tunnel);
+  if (!when.has_value()) {
+    if (it != next_rekey_by_tunnel_.end()) {
+      next_rekey_.Remove(it->second);
+      next_rekey_by_tunnel_.erase(it);
+    }
+    return;
+  }
+  if (it == next_rekey_by_tunnel_.end()) {
+    it = next_rekey_by_tunnel_.emplace(tunnel, &next_rekey_.Add({{"tunnel", tunnel}})).first;
+  }
+  it->second->Set(absl::ToDoubleSeconds(*when - absl::UnixEpoch()));
 }
 
 }  // namespace strait::agent

@@ -6,6 +6,8 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -113,6 +115,24 @@ class IkeMetrics {
   void Retransmits(int exchange_type, uint64_t count);
   // strait_agent_ike_dropped_total{reason}.
   void Dropped(absl::string_view reason, uint64_t count = 1);
+  // strait_agent_ike_rekeys_total{kind="child",role,result="success"|
+  // "failure"}: CREATE_CHILD_SA rekeys that this end started (initiator)
+  // or answered (responder).
+  void ChildRekeys(bool initiator, bool success, uint64_t count);
+  // strait_agent_ike_rekey_collisions_total.
+  void RekeyCollisions(uint64_t count);
+  // strait_agent_ike_dpd_probes_total: liveness checks sent.
+  void DpdProbes(uint64_t count);
+  // strait_agent_ike_dead_peers_total{action}: peers declared dead (no
+  // answer within the DPD timeout) and the action taken.
+  void PeerDead(absl::string_view action);
+  // strait_agent_ike_deletes_total{direction="sent"|"received"}.
+  void Deletes(bool sent, uint64_t count);
+  // strait_agent_ike_nat_detected_total: IKE SAs that found a NAT.
+  void NatDetected();
+  // strait_agent_child_sa_next_rekey_timestamp_seconds{tunnel}: when the
+  // tunnel's CHILD SA rekeys next (unix time); removed with `when` unset.
+  void SetNextRekey(const std::string& tunnel, std::optional<absl::Time> when);
 
  private:
   static constexpr int kExchanges = 5;  // The four and "other".
@@ -126,6 +146,15 @@ class IkeMetrics {
   std::array<std::array<prometheus::Counter*, 2>, kExchanges> messages_{};  // [exchange][in]
   std::array<prometheus::Counter*, kExchanges> retransmits_{};
   prometheus::Family<prometheus::Counter>& dropped_;
+  prometheus::Family<prometheus::Counter>& rekeys_;
+  prometheus::Counter& rekey_collisions_;
+  prometheus::Counter& dpd_probes_;
+  prometheus::Family<prometheus::Counter>& dead_peers_;
+  std::array<prometheus::Counter*, 2> deletes_{};  // received, sent
+  prometheus::Counter& nat_detected_;
+  prometheus::Family<prometheus::Gauge>& next_rekey_;
+  absl::Mutex mu_;
+  std::map<std::string, prometheus::Gauge*> next_rekey_by_tunnel_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace strait::agent

@@ -67,7 +67,21 @@ TEST(IkeMetricsTest, RecordsTheRunnersEvents) {
   for (const auto& family : registry.Collect()) {
     families += family.name.rfind("strait_agent_", 0) == 0 ? 1 : 0;
   }
-  EXPECT_EQ(families, 8u);
+  // 14: the per-tunnel next-rekey gauge has no series yet.
+  EXPECT_EQ(families, 14u);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_dead_peers_total", "action", "restart"), 0);
+
+  metrics.ChildRekeys(/*initiator=*/true, /*success=*/true, 2);
+  metrics.ChildRekeys(/*initiator=*/false, /*success=*/true, 1);
+  metrics.Deletes(/*sent=*/true, 3);
+  metrics.PeerDead("hold");
+  metrics.DpdProbes(5);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_deletes_total", "direction", "sent"), 3);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_dead_peers_total", "action", "hold"), 1);
+  metrics.SetNextRekey("t1", absl::FromUnixSeconds(1700000000));
+  EXPECT_EQ(Value(registry, "strait_agent_child_sa_next_rekey_timestamp_seconds", "tunnel", "t1"),
+            1700000000);
+  metrics.SetNextRekey("t1", std::nullopt);
 
   metrics.SetIkeSas(2, 3);
   EXPECT_EQ(Value(registry, "strait_agent_ike_sas", "state", "connecting"), 2);

@@ -285,6 +285,8 @@ class Engine {
 
   virtual State state() const = 0;
   virtual const EngineCounters& counters() const = 0;
+  // When this end rekeys the CHILD SA next, if it is scheduled.
+  virtual std::optional<absl::Time> next_child_rekey() const = 0;
 };
 using EnginePtr = std::unique_ptr<Engine>;
 

@@ -49,6 +49,7 @@ class EngineImpl : public Engine {
   std::vector<EngineEvent> TakeEvents() override { return std::exchange(events_, {}); }
   State state() const override { return state_; }
   const EngineCounters& counters() const override { return counters_; }
+  std::optional<absl::Time> next_child_rekey() const override { return rekey_at_; }
 
  private:
   IkeHeader Header(uint8_t exchange, uint32_t message_id, bool response) const {
