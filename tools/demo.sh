@@ -94,7 +94,7 @@ for _ in $(seq 100); do [[ -S $RUN/controller.sock ]] && break; sleep 0.1; done
 for n in "${NODES[@]}"; do
   # Agents reach the controller over its Unix socket, which crosses network
   # namespaces; their metrics listen on the underlay address.
-  ip netns exec "$PREFIX-$n" "$BIN/strait-agent" --insecure --node-name "$n" \
+  ip netns exec "$PREFIX-$n" "$BIN/strait-agent" --insecure --enable-ike --node-name "$n" \
     --controller "unix://$RUN/controller.sock" --state-dir "$DATA/$n" \
     --metrics-listen "${ADDR[$n]}:9444" >"$RUN/logs/$n.log" 2>&1 &
   echo $! >>"$RUN/pids"
@@ -112,6 +112,16 @@ sys.exit(0 if len(nodes) == 2 and all(
     n.get("connected") and n.get("ackedVersion") == n.get("currentVersion") for n in nodes) else 1)'
 }
 for _ in $(seq 100); do in_sync && break; sleep 0.1; done
+
+# And until the node-to-node tunnel is up at both ends (IKEv2 between the
+# agents; branch-to-vpc has no gateway behind it and keeps retrying).
+established() {
+  "$BIN/straitctl" get tunnel a-to-b -o json | python3 -c '
+import json, sys
+ends = json.load(sys.stdin).get("status", {}).get("ends", [])
+sys.exit(0 if len(ends) == 2 and all(e.get("phase") == "TUNNEL_PHASE_ESTABLISHED" for e in ends) else 1)'
+}
+for _ in $(seq 150); do established && break; sleep 0.2; done
 
 echo
 "$BIN/straitctl" get nodes

@@ -44,6 +44,9 @@ for addr in 198.51.100.11 198.51.100.12; do
     fail "agent metrics at $addr missing"
 done
 grep -q "a-to-b" "$WORK/demo.out" || fail "tunnels not listed"
+grep -Eq "^a-to-b .*ESTABLISHED/ESTABLISHED" "$WORK/demo.out" || fail "a-to-b is not ESTABLISHED at both ends"
+curl -fsS "http://198.51.100.11:9444/metrics" | grep -Eq '^strait_agent_ike_sas\{state="established"\} 1(\.0+)?$' ||
+  fail "node-a does not report its IKE SA"
 
 kill -TERM "$demo"
 wait "$demo" || true
