@@ -855,11 +855,11 @@ void IkeRunner::Loop::Send(Sa& sa, const ike::OutboundDatagram& d) {
   if (len == 0 || d.to.address.size() != la->address.size()) return;
   const bool nat_t = la->nat_t_fd >= 0 && (sa.nat_t || d.to.port == options_.nat_t_port);
   ike::Bytes marked;
-  if (nat_t) {
+  if (nat_t && !d.keepalive) {
     marked.assign(std::begin(ike::kNonEspMarker), std::end(ike::kNonEspMarker));
     marked.insert(marked.end(), d.data.begin(), d.data.end());
   }
-  const ike::Bytes& out = nat_t ? marked : d.data;
+  const ike::Bytes& out = nat_t && !d.keepalive ? marked : d.data;
   ssize_t n;
   do {
     n = sendto(nat_t ? la->nat_t_fd : la->ike_fd, out.data(), out.size(), 0,

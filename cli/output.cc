@@ -418,6 +418,9 @@ std::string DescribeTunnel(const Tunnel& tunnel, absl::Time now) {
         DurationOrDefault(spec.dpd().timeout(), spec.dpd().has_timeout(), "150s"));
   Field(&out, 4, "Action", DpdActionName(spec.dpd().action()));
   Field(&out, 2, "Start action", StartActionName(spec.start_action()));
+  Field(
+      &out, 2, "NAT traversal",
+      spec.nat_traversal() == strait::v1::NAT_TRAVERSAL_FORCE ? "force (always UDP 4500)" : "auto");
 
   // Desired (the spec's generation) against actual (what each agent last
   // reported) for every managed end.

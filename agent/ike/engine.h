@@ -92,6 +92,12 @@ struct EngineConfig {
   // sends datagrams addressed to it with the non-ESP marker), and the CHILD
   // SA uses UDP encapsulation. 0: never move.
   uint16_t nat_t_port = 4500;
+  // Act as if behind a NAT (natTraversal: force): our NAT_DETECTION_SOURCE_IP
+  // cannot match, so both ends move to UDP 4500 and encapsulate ESP.
+  bool force_encapsulation = false;
+  // Behind a NAT, a one-byte keepalive (RFC 3948 §2.3) goes out when
+  // nothing was sent for this long, to keep the NAT mapping; 0: none.
+  absl::Duration nat_keepalive_interval = absl::Seconds(20);
   // Initiator: send INITIAL_CONTACT (RFC 7296 §2.4), telling the peer that
   // we hold no other IKE SA with it, so it may drop any it still has.
   bool initial_contact = true;
@@ -221,6 +227,9 @@ struct EngineEvent {
 struct OutboundDatagram {
   Bytes data;
   Endpoint to;
+  // A NAT-keepalive (RFC 3948 §2.3): the single byte 0xFF, sent from the
+  // NAT-T port without the non-ESP marker.
+  bool keepalive = false;
 };
 
 // What the engine dropped or repeated, for metrics. Every datagram it did
@@ -241,6 +250,7 @@ struct EngineCounters {
   uint64_t child_rekeys_answered = 0;   // The peer's that we completed.
   uint64_t child_rekey_failures = 0;
   uint64_t rekey_collisions = 0;  // Both ends rekeyed the same SA (RFC 7296 §2.8.1).
+  uint64_t nat_keepalives_sent = 0;
 
   // retransmits_sent by the request's exchange: [exchange type -
   // kExchangeIkeSaInit] for IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA and

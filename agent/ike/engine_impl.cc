@@ -121,6 +121,7 @@ absl::StatusOr<Message> EngineImpl::Decrypt(Message m, absl::Span<const uint8_t>
 }
 
 void EngineImpl::Send(Bytes bytes, const Endpoint& to) {
+  last_sent_ = clock_.Now();
   ++counters_.datagrams_sent;
   datagrams_.push_back(OutboundDatagram{std::move(bytes), to});
 }
@@ -873,6 +874,15 @@ void EngineImpl::Tick(absl::Time now) {
     }
     return;
   }
+  if (NatKeepaliveDue() && now >= last_sent_ + config_.nat_keepalive_interval) {
+    last_sent_ = now;
+    ++counters_.nat_keepalives_sent;
+    OutboundDatagram keepalive;
+    keepalive.data = {0xff};
+    keepalive.to = remote_;
+    keepalive.keepalive = true;
+    datagrams_.push_back(std::move(keepalive));
+  }
   if (state_ == State::kEstablished && !pending_ && config_.dpd_interval > absl::ZeroDuration() &&
       now >= last_received_ + config_.dpd_interval) {
     ++counters_.dpd_probes_sent;
@@ -894,6 +904,7 @@ std::optional<absl::Time> EngineImpl::NextDeadline() const {
     take(last_received_ + config_.dpd_interval);
   }
   if (state_ == State::kEstablished && !pending_ && rekey_at_.has_value()) take(*rekey_at_);
+  if (NatKeepaliveDue()) take(last_sent_ + config_.nat_keepalive_interval);
   return next;
 }
 

@@ -99,6 +99,11 @@ class EngineImpl : public Engine {
   // Sends what waited for the request in flight.
   void SendQueued();
   void ScheduleRekey();
+  // Established behind a NAT (or forced to act so), with keepalives on.
+  bool NatKeepaliveDue() const {
+    return state_ == State::kEstablished && sa_.local_behind_nat &&
+           config_.nat_keepalive_interval > absl::ZeroDuration();
+  }
 
   void Fail(FailureReason reason, absl::string_view detail);
   void ReportIkeSa();
@@ -134,8 +139,10 @@ class EngineImpl : public Engine {
   // Message IDs once established: our next request, the peer's next.
   uint32_t next_request_id_ = 0;
   uint32_t peer_next_id_ = 0;
-  // When the peer last sent us something that decrypted (DPD).
+  // When the peer last sent us something that decrypted (DPD), and when
+  // we last sent anything (NAT keepalives).
   absl::Time last_received_;
+  absl::Time last_sent_;
   // Delete() while another request was out: send it after that one.
   bool delete_requested_ = false;
 

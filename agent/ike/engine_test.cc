@@ -96,6 +96,7 @@ struct Side {
   absl::Duration dpd_timeout = absl::Seconds(150);
   absl::Duration child_rekey_after = absl::ZeroDuration();
   absl::Duration rekey_fuzz = absl::ZeroDuration();
+  bool force_encapsulation = false;
   // The address this side believes it has, when a NAT rewrites it.
   Bytes private_address;
   // Overrides local_id / remote_id (FQDNs) with other identity types.
@@ -128,6 +129,7 @@ EngineConfig MakeConfig(const Side& side, const Endpoint& local, const Endpoint&
   c.dpd_interval = side.dpd_interval;
   c.dpd_timeout = side.dpd_timeout;
   c.child_rekey_after = side.child_rekey_after;
+  c.force_encapsulation = side.force_encapsulation;
   c.rekey_fuzz = side.rekey_fuzz;
   return c;
 }
@@ -591,11 +593,22 @@ TEST(EngineTest, InvalidKeValueIsDroppedAndCounted) {
   EXPECT_EQ(pair.responder().state(), Engine::State::kAuthWait);
 }
 
+void ExpectEstablishedDespiteNat(Pair& pair) {
+  ASSERT_EQ(pair.initiator().state(), Engine::State::kEstablished);
+  ASSERT_EQ(pair.responder().state(), Engine::State::kEstablished);
+  const EngineEvent* ike_i = pair.FindEvent(true, Kind::kIkeSaEstablished);
+  const EngineEvent* ike_r = pair.FindEvent(false, Kind::kIkeSaEstablished);
+  ASSERT_NE(ike_i, nullptr);
+  ASSERT_NE(ike_r, nullptr);
+  EXPECT_TRUE(ike_i->local_behind_nat);
+  EXPECT_TRUE(ike_r->remote_behind_nat);
+}
+
 TEST(EngineTest, DetectsNatInFrontOfInitiator) {
   Side i, r;
   i.private_address = V4(10, 9, 9, 9);
   Pair pair(i, r);
-  ASSERT_TRUE(pair.Run());
+  ASSERT_TRUE(pair.Run(absl::Seconds(5)));  // Keepalive timers never run out.
   const EngineEvent* ike_i = pair.FindEvent(true, Kind::kIkeSaEstablished);
   const EngineEvent* ike_r = pair.FindEvent(false, Kind::kIkeSaEstablished);
   ASSERT_NE(ike_i, nullptr);
@@ -614,6 +627,22 @@ TEST(EngineTest, DetectsNatInFrontOfInitiator) {
   EXPECT_TRUE(pair.sink_i().installed[0].udp_encapsulation);
   EXPECT_EQ(pair.sink_i().installed[0].remote_port, 4500);
   EXPECT_TRUE(pair.sink_r().installed[0].udp_encapsulation);
+}
+
+TEST(EngineTest, ForcedEncapsulationFloatsAndKeepsAlive) {
+  Side i, r;
+  i.force_encapsulation = true;
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run(absl::Seconds(1)));
+  ExpectEstablishedDespiteNat(pair);
+  EXPECT_EQ(pair.sent_to_by_initiator[1].port, 4500);
+  EXPECT_TRUE(pair.sink_i().installed[0].udp_encapsulation);
+  EXPECT_TRUE(pair.sink_r().installed[0].udp_encapsulation);
+  // Idle for a minute: keepalives every 20 s from the "NATed" side only.
+  ASSERT_TRUE(pair.Pump(absl::Seconds(61)));
+  EXPECT_EQ(pair.initiator().counters().nat_keepalives_sent, 3u);
+  EXPECT_EQ(pair.responder().counters().nat_keepalives_sent, 0u);
+  EXPECT_EQ(pair.responder().counters().malformed_dropped, 3u);  // The harness has no I/O layer.
 }
 
 TEST(EngineTest, WithoutNatStaysOnPort500) {

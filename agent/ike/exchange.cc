@@ -363,8 +363,12 @@ absl::Status IkeSaInitTask::Build(Message& m) {
         CertPayload{kCertEncodingX509Signature, config_.trust_anchors->certreq_data()}));
   }
   const uint64_t spi_r = sa_.initiator ? 0 : sa_.spi_r;
-  m.payloads.push_back(
-      MakeNotify(kNotifyNatDetectionSourceIp, NatDetectionHash(sa_.spi_i, spi_r, config_.local)));
+  Bytes source_hash = NatDetectionHash(sa_.spi_i, spi_r, config_.local);
+  if (config_.force_encapsulation) {
+    // A hash of nothing real: the peer sees a NAT in front of us.
+    random_.Fill(absl::MakeSpan(source_hash));
+  }
+  m.payloads.push_back(MakeNotify(kNotifyNatDetectionSourceIp, std::move(source_hash)));
   m.payloads.push_back(MakeNotify(kNotifyNatDetectionDestinationIp,
                                   NatDetectionHash(sa_.spi_i, spi_r, config_.remote)));
   // RFC 7427 §4: the hashes we accept in Digital Signature AUTH. A
@@ -407,7 +411,7 @@ void IkeSaInitTask::CheckNat(const Message& m, const Endpoint& from) {
     }
   }
   sa_.remote_behind_nat = src_seen && !src_match;
-  sa_.local_behind_nat = dst_seen && !dst_match;
+  sa_.local_behind_nat = (dst_seen && !dst_match) || config_.force_encapsulation;
 }
 
 TaskResult IkeSaInitTask::ProcessRequest(const Message& m, const Endpoint& from) {

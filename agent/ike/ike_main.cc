@@ -80,6 +80,9 @@ ABSL_FLAG(bool, initiate, false, "Initiate the IKE SA; without it strait-ike wai
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
           "Give up when the CHILD SA is not established within this time (phase FAILED, "
           "reason TIMEOUT).");
+ABSL_FLAG(bool, force_encapsulation, false,
+          "Act as if behind a NAT (natTraversal: force): both ends move to UDP 4500 and the "
+          "CHILD SA is UDP-encapsulated.");
 ABSL_FLAG(absl::Duration, settle, absl::ZeroDuration(),
           "After the CHILD SA is established, keep listening this long before printing the "
           "result, so that a peer that refuses our AUTH afterwards (an INFORMATIONAL "
@@ -272,6 +275,7 @@ int main(int argc, char** argv) {
     return UsageError("--nat-t-port must be 0..65535 and differ from --port");
   }
   config.nat_t_port = static_cast<uint16_t>(nat_t_port);
+  config.force_encapsulation = absl::GetFlag(FLAGS_force_encapsulation);
 
   std::string local_id = absl::GetFlag(FLAGS_local_id);
   std::string remote_id = absl::GetFlag(FLAGS_remote_id);

@@ -246,6 +246,8 @@ absl::StatusOr<EngineConfig> EngineConfigFromSpec(const strait::v1::TunnelSpec& 
     }
   }
 
+  config.force_encapsulation = spec.nat_traversal() == strait::v1::NAT_TRAVERSAL_FORCE;
+
   if (spec.auth().has_certificate()) {
     const strait::v1::CertificateAuth& cert = spec.auth().certificate();
     auto anchors = TrustAnchors::FromPem(cert.ca_certificates());

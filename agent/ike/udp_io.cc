@@ -147,11 +147,11 @@ void UdpIo::Flush(Engine& engine) {
     }
     const bool nat_t = nat_t_fd_ >= 0 && d.to.port == nat_t_port_;
     Bytes marked;
-    if (nat_t) {
+    if (nat_t && !d.keepalive) {
       marked.assign(std::begin(kNonEspMarker), std::end(kNonEspMarker));
       marked.insert(marked.end(), d.data.begin(), d.data.end());
     }
-    const Bytes& out = nat_t ? marked : d.data;
+    const Bytes& out = nat_t && !d.keepalive ? marked : d.data;
     ssize_t n;
     do {
       n = sendto(nat_t ? nat_t_fd_ : fd_, out.data(), out.size(), 0,
@@ -191,6 +191,7 @@ void UdpIo::Drain(Engine& engine, int fd, bool nat_t) {
     }
     absl::Span<const uint8_t> datagram(buf.data(), static_cast<size_t>(n));
     if (nat_t) {
+      if (datagram.size() == 1 && datagram[0] == 0xff) continue;  // NAT keepalive.
       if (datagram.size() < sizeof(kNonEspMarker) ||
           std::memcmp(datagram.data(), kNonEspMarker, sizeof(kNonEspMarker)) != 0) {
         ++counters_.esp_dropped;

@@ -329,6 +329,9 @@ void ApplyDefaults(Tunnel* tunnel) {
   if (dpd->action() == strait::v1::DPD_ACTION_UNSPECIFIED) {
     dpd->set_action(strait::v1::DPD_ACTION_RESTART);
   }
+  if (spec->nat_traversal() == strait::v1::NAT_TRAVERSAL_UNSPECIFIED) {
+    spec->set_nat_traversal(strait::v1::NAT_TRAVERSAL_AUTO);
+  }
   if (spec->start_action() == strait::v1::START_ACTION_UNSPECIFIED) {
     spec->set_start_action(strait::v1::START_ACTION_START);
   }
@@ -469,6 +472,11 @@ std::vector<FieldViolation> ValidateTunnel(const Tunnel& tunnel, const Validatio
   }
   if (!IsAllowedDpdAction(spec.dpd().action())) {
     check.Add("spec.dpd.action", "must be clear, hold or restart");
+  }
+  if (spec.nat_traversal() != strait::v1::NAT_TRAVERSAL_UNSPECIFIED &&
+      spec.nat_traversal() != strait::v1::NAT_TRAVERSAL_AUTO &&
+      spec.nat_traversal() != strait::v1::NAT_TRAVERSAL_FORCE) {
+    check.Add("spec.natTraversal", "must be auto or force");
   }
   if (!IsAllowedStartAction(spec.start_action())) {
     check.Add("spec.startAction", "must be add or start");

@@ -336,6 +336,18 @@ absl::Status DecodeSpec(const YAML::Node& node, const std::string& path,
                         if (key == "dpd") {
                           return DecodeDpd(value, field, spec->mutable_dpd());
                         }
+                        if (key == "natTraversal") {
+                          ASSIGN_OR_RETURN(std::string mode, String(value, field));
+                          if (mode == "auto") {
+                            spec->set_nat_traversal(strait::v1::NAT_TRAVERSAL_AUTO);
+                          } else if (mode == "force") {
+                            spec->set_nat_traversal(strait::v1::NAT_TRAVERSAL_FORCE);
+                          } else if (!mode.empty()) {
+                            return FieldError(field, absl::StrCat("\"", absl::CEscape(mode),
+                                                                  "\" is not auto or force"));
+                          }
+                          return absl::OkStatus();
+                        }
                         if (key == "startAction") {
                           ASSIGN_OR_RETURN(std::string action, String(value, field));
                           if (action == "add") {
@@ -517,6 +529,11 @@ void EmitSpec(YAML::Emitter& out, const strait::v1::TunnelSpec& spec) {
       out << YAML::Key << "action" << YAML::Value << DpdActionName(dpd.action());
     }
     out << YAML::EndMap;
+  }
+  if (spec.nat_traversal() == strait::v1::NAT_TRAVERSAL_FORCE) {
+    out << YAML::Key << "natTraversal" << YAML::Value << "force";
+  } else if (spec.nat_traversal() == strait::v1::NAT_TRAVERSAL_AUTO) {
+    out << YAML::Key << "natTraversal" << YAML::Value << "auto";
   }
   if (spec.start_action() != strait::v1::START_ACTION_UNSPECIFIED) {
     out << YAML::Key << "startAction" << YAML::Value << StartActionName(spec.start_action());
