@@ -308,7 +308,7 @@ absl::Status EspCodec::Encapsulate(uint64_t seq, absl::Span<const uint8_t> inner
         EVP_EncryptUpdate(encrypt_.get(), nullptr, &n, aad, static_cast<int>(aad_size)) != 1 ||
         EVP_EncryptUpdate(encrypt_.get(), body, &n, body, static_cast<int>(padded)) != 1 ||
         EVP_EncryptFinal_ex(encrypt_.get(), body + n, &final_n) != 1 ||
-        static_cast<size_t>(n + final_n) != padded ||
+        static_cast<size_t>(n) + static_cast<size_t>(final_n) != padded ||
         EVP_CIPHER_CTX_ctrl(encrypt_.get(), EVP_CTRL_AEAD_GET_TAG, static_cast<int>(icv_size_),
                             icv) != 1) {
       return OpenSslError("AES-GCM encryption");
@@ -318,7 +318,7 @@ absl::Status EspCodec::Encapsulate(uint64_t seq, absl::Span<const uint8_t> inner
   if (EVP_EncryptInit_ex(encrypt_.get(), nullptr, nullptr, nullptr, iv) != 1 ||
       EVP_EncryptUpdate(encrypt_.get(), body, &n, body, static_cast<int>(padded)) != 1 ||
       EVP_EncryptFinal_ex(encrypt_.get(), body + n, &final_n) != 1 ||
-      static_cast<size_t>(n + final_n) != padded) {
+      static_cast<size_t>(n) + static_cast<size_t>(final_n) != padded) {
     return OpenSslError("AES-CBC encryption");
   }
   return ComputeIcv(absl::MakeConstSpan(header, icv - header), static_cast<uint32_t>(seq >> 32),

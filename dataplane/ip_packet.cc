@@ -54,7 +54,7 @@ absl::StatusOr<PacketFlow> ParseIpv4(absl::Span<const uint8_t> p) {
   if (p.size() < 20) return absl::InvalidArgumentError("IPv4 header truncated");
   PacketFlow flow;
   flow.version = 4;
-  const size_t header = (p[0] & 0x0f) * 4;
+  const size_t header = size_t{p[0] & 0x0fu} * 4;
   const size_t total = Load16(&p[2]);
   if (header < 20 || header > p.size() || total < header || total > p.size()) {
     return absl::InvalidArgumentError(
@@ -93,9 +93,9 @@ absl::StatusOr<PacketFlow> ParseIpv6(absl::Span<const uint8_t> p) {
       flow.fragment = true;
       ext_size = 8;
     } else if (next == kAh) {
-      ext_size = (ext[1] + 2) * 4;
+      ext_size = (size_t{ext[1]} + 2) * 4;
     } else {
-      ext_size = (ext[1] + 1) * 8;
+      ext_size = (size_t{ext[1]} + 1) * 8;
     }
     next = ext[0];
     offset += ext_size;
