@@ -396,4 +396,11 @@ absl::StatusOr<EspPlaintext> EspCodec::Decapsulate(absl::Span<const uint8_t> pay
   return EspPlaintext{next_header, inner_size};
 }
 
+int InnerMtuForPath(int path_mtu, bool ipv6_outer) {
+  const int outer = (ipv6_outer ? 40 : 20) + 8;
+  const int fixed = static_cast<int>(kEspHeaderSize) + 16 + 32;  // Header, IV, ICV.
+  const int ciphertext = (path_mtu - outer - fixed) / 16 * 16;
+  return ciphertext - 2;
+}
+
 }  // namespace strait::dataplane

@@ -166,6 +166,14 @@ class EspCodec {
 };
 using EspCodecPtr = std::unique_ptr<EspCodec>;
 
+// The largest inner packet whose ESP-in-UDP datagram fits a path MTU of
+// `path_mtu` with every supported algorithm: outer IPv4 (20) or IPv6 (40)
+// header, UDP (8), ESP header (8), IV (up to 16), ICV (up to 32), pad
+// length and next header (2), ciphertext aligned to 16. A device with this
+// MTU never makes the outer packet exceed the path: 1406 (IPv4) and 1390
+// (IPv6) for a 1500-byte path.
+int InnerMtuForPath(int path_mtu, bool ipv6_outer);
+
 }  // namespace strait::dataplane
 
 #endif  // STRAIT_DATAPLANE_ESP_CODEC_H_

@@ -577,6 +577,22 @@ TEST(EspCodecTest, GcmIvsDifferBetweenInstancesWithTheSameKey) {
   EXPECT_TRUE((*a)->Decapsulate(pb, 0, &opened).ok());
 }
 
+TEST(EspCodecTest, InnerMtuForPathFitsEveryAlgorithm) {
+  EXPECT_EQ(InnerMtuForPath(1500, false), 1406);
+  EXPECT_EQ(InnerMtuForPath(1500, true), 1390);
+  for (const Algorithm& a : AllAlgorithms()) {
+    auto codec = EspCodec::Create(1, MakeTransform(a), false);
+    ASSERT_TRUE(codec.ok());
+    for (int path : {1280, 1400, 1492, 1500, 9000}) {
+      for (bool v6 : {false, true}) {
+        const int inner = InnerMtuForPath(path, v6);
+        const size_t outer = (v6 ? 40 : 20) + 8 + (*codec)->EncapsulatedSize(inner);
+        EXPECT_LE(outer, static_cast<size_t>(path)) << a.name << " path " << path;
+      }
+    }
+  }
+}
+
 TEST(EspCodecTest, ParseHeaderNeedsEightBytes) {
   EXPECT_FALSE(EspCodec::ParseHeader(Bytes(7, 1)).ok());
   auto h = EspCodec::ParseHeader(Hex("c0ffee01000000ff"));

@@ -32,10 +32,10 @@
 //
 // MTU: the device's MTU must leave room for the outer IP and UDP headers
 // and the ESP overhead so that full-size TCP (whose MSS follows the
-// device MTU) is never fragmented on the path; see TunMtuForPath() in
-// tun_device.h (1500-byte path: 1400 fits every algorithm over IPv4,
-// 1380 also over IPv6). Larger inner packets are still sent: the kernel
-// fragments the outer UDP datagram.
+// device MTU) is never fragmented on the path; see InnerMtuForPath() in
+// esp_codec.h (1500-byte path: 1406 fits every algorithm over IPv4, 1390
+// over IPv6; TunOptions defaults to 1390). Larger inner packets are still
+// sent: the kernel fragments the outer UDP datagram.
 
 #include <atomic>
 #include <cstdint>
