@@ -20,6 +20,7 @@ constexpr size_t kGcmNonceSize = kGcmSaltSize + kGcmIvSize;
 constexpr size_t kGcmBlock = 4;  // RFC 4303 §2.4: 4-byte alignment only.
 constexpr size_t kCbcBlock = 16;
 constexpr size_t kMaxInnerSize = 65535;
+constexpr size_t kIvPoolSize = 4096;
 
 void StoreBe32(uint8_t* p, uint32_t v) {
   p[0] = static_cast<uint8_t>(v >> 24);
@@ -108,6 +109,7 @@ absl::StatusOr<std::unique_ptr<EspCodec>> EspCodec::Create(uint32_t spi,
 }
 
 EspCodec::~EspCodec() {
+  if (!iv_pool_.empty()) OPENSSL_cleanse(iv_pool_.data(), iv_pool_.size());
   OPENSSL_cleanse(salt_.data(), salt_.size());
   OPENSSL_cleanse(&iv_mask_, sizeof(iv_mask_));
 }
@@ -248,7 +250,17 @@ absl::Status EspCodec::MakeIv(uint64_t seq, uint8_t* iv) {
     return absl::OkStatus();
   }
   // CBC needs unpredictable IVs (RFC 3602 §3).
-  if (!random_(iv, iv_size_)) return absl::InternalError("no random bytes for the CBC IV");
+  if (iv_pool_used_ + iv_size_ > iv_pool_.size()) {
+    iv_pool_.resize(kIvPoolSize);
+    if (!random_(iv_pool_.data(), iv_pool_.size())) {
+      iv_pool_used_ = iv_pool_.size();
+      return absl::InternalError("no random bytes for the CBC IV");
+    }
+    iv_pool_used_ = 0;
+  }
+  std::memcpy(iv, iv_pool_.data() + iv_pool_used_, iv_size_);
+  OPENSSL_cleanse(iv_pool_.data() + iv_pool_used_, iv_size_);  // Used once only.
+  iv_pool_used_ += iv_size_;
   return absl::OkStatus();
 }
 

@@ -160,6 +160,10 @@ class EspCodec {
   size_t block_size_ = 0;
   std::array<uint8_t, 4> salt_{};  // GCM nonce prefix; wiped.
   uint64_t iv_mask_ = 0;           // GCM: IV = seq ^ mask (unique per SA instance).
+  // CBC: random bytes fetched 4 KiB at a time (one RAND_bytes call costs
+  // microseconds in OpenSSL 3, as much as encrypting the packet); wiped.
+  std::vector<uint8_t> iv_pool_;
+  size_t iv_pool_used_ = 0;
   CipherCtxPtr encrypt_;
   CipherCtxPtr decrypt_;
   MacCtxPtr mac_;  // CBC: HMAC keyed once, re-initialised per packet.

@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -558,6 +559,37 @@ TEST(EspCodecTest, CbcIvsAreFreshRandomBytes) {
   ASSERT_TRUE((*codec)->Encapsulate(1, PatternBytes(40, 1), 4, &a).ok());
   ASSERT_TRUE((*codec)->Encapsulate(2, PatternBytes(40, 1), 4, &b).ok());
   EXPECT_NE(Bytes(a.begin() + 8, a.begin() + 24), Bytes(b.begin() + 8, b.begin() + 24));
+}
+
+TEST(EspCodecTest, CbcIvsComeFromAPoolRefilledInBulk) {
+  int calls = 0;
+  bool fail = false;
+  auto rng = std::make_shared<std::mt19937>(5);
+  RandomBytes counting = [&calls, &fail, rng](uint8_t* out, size_t size) {
+    ++calls;
+    for (size_t i = 0; i < size; ++i) out[i] = static_cast<uint8_t>((*rng)());
+    return !fail;
+  };
+  auto codec = EspCodec::Create(1, MakeTransform({"", kEncrAesCbc, 128, kIntegHmacSha256_128}),
+                                false, counting);
+  ASSERT_TRUE(codec.ok());
+  std::set<Bytes> ivs;
+  Bytes packet;
+  for (int seq = 1; seq <= 600; ++seq) {
+    ASSERT_TRUE((*codec)->Encapsulate(seq, PatternBytes(40, 1), 4, &packet).ok());
+    ivs.insert(Bytes(packet.begin() + 8, packet.begin() + 24));
+  }
+  EXPECT_EQ(ivs.size(), 600u);
+  EXPECT_EQ(calls, 3);  // 256 IVs per 4 KiB.
+  // No random bytes, no packet.
+  fail = true;
+  {
+    absl::Status status;
+    for (int seq = 601; seq <= 1000 && status.ok(); ++seq) {
+      status = (*codec)->Encapsulate(seq, PatternBytes(40, 1), 4, &packet);
+    }
+    EXPECT_EQ(status.code(), absl::StatusCode::kInternal);
+  }
 }
 
 TEST(EspCodecTest, GcmIvsDifferBetweenInstancesWithTheSameKey) {

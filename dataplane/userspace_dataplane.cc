@@ -122,8 +122,9 @@ struct UserspaceDataplane::SaEntry {
   ReplayWindow replay ABSL_GUARDED_BY(mu);
   uint64_t next_seq ABSL_GUARDED_BY(mu) = 1;
   UserspaceSaStats stats ABSL_GUARDED_BY(mu);
-  bool soft_expired ABSL_GUARDED_BY(mu) = false;
-  bool dead ABSL_GUARDED_BY(mu) = false;  // Hard-expired or deleted.
+  // Written under `mu`; read without it by the outbound SA choice.
+  std::atomic<bool> soft_expired{false};
+  std::atomic<bool> dead{false};  // Hard-expired or deleted.
 };
 
 struct UserspaceDataplane::PolicyEntry {
@@ -244,18 +245,14 @@ UserspaceDataplane::PolicyEntryPtr UserspaceDataplane::FindOutPolicy(const Packe
 
 UserspaceDataplane::SaEntryPtr UserspaceDataplane::FindOutSa(const PolicyConfig& policy) const {
   // As the kernel: among matching SAs prefer one not soft-expired (its
-  // successor is up), then the newest. Reading soft_expired without the
-  // SA's lock is a benign race: at worst one packet uses the older SA.
+  // successor is up), then the newest.
+  auto it = sas_by_tunnel_.find(std::make_pair(policy.tunnel_source, policy.tunnel_destination));
+  if (it == sas_by_tunnel_.end()) return nullptr;
   SaEntryPtr best;
   bool best_fresh = false;
-  for (const auto& [id, sa] : sas_) {
-    if (!TemplateMatches(policy, sa->config)) continue;
-    bool fresh;
-    {
-      absl::MutexLock lock(&sa->mu);
-      if (sa->dead) continue;
-      fresh = !sa->soft_expired;
-    }
+  for (const SaEntryPtr& sa : it->second) {
+    if (!TemplateMatches(policy, sa->config) || sa->dead.load(std::memory_order_relaxed)) continue;
+    const bool fresh = !sa->soft_expired.load(std::memory_order_relaxed);
     if (best == nullptr || (fresh && !best_fresh) ||
         (fresh == best_fresh && sa->order > best->order)) {
       best = sa;
@@ -263,6 +260,19 @@ UserspaceDataplane::SaEntryPtr UserspaceDataplane::FindOutSa(const PolicyConfig&
     }
   }
   return best;
+}
+
+void UserspaceDataplane::Unindex(const SaEntryPtr& entry) {
+  sas_.erase(entry->config.id);
+  auto drop = [&entry](auto& index, const auto& key) {
+    auto it = index.find(key);
+    if (it == index.end()) return;
+    auto& v = it->second;
+    v.erase(std::remove(v.begin(), v.end(), entry), v.end());
+    if (v.empty()) index.erase(it);
+  };
+  drop(sas_by_spi_, entry->config.id.spi);
+  drop(sas_by_tunnel_, std::make_pair(entry->config.source, entry->config.id.destination));
 }
 
 UserspaceDataplane::SaEntryPtr UserspaceDataplane::FindInSa(uint32_t spi, const UdpEndpoint& from,
@@ -501,10 +511,7 @@ void UserspaceDataplane::RemoveExpired(const SaEntryPtr& entry) {
     absl::MutexLock lock(&state_mu_);
     auto it = sas_.find(entry->config.id);
     if (it == sas_.end() || it->second != entry) return;  // Deleted meanwhile.
-    sas_.erase(it);
-    auto& same_spi = sas_by_spi_[entry->config.id.spi];
-    same_spi.erase(std::remove(same_spi.begin(), same_spi.end(), entry), same_spi.end());
-    if (same_spi.empty()) sas_by_spi_.erase(entry->config.id.spi);
+    Unindex(entry);
   }
   LOG_INFO("SA hard-expired and removed")
       .With("dataplane", "userspace")
@@ -614,7 +621,8 @@ absl::Status UserspaceDataplane::AddSa(const SaConfig& sa) {
     entry->codec = std::move(codec);
   }
   sas_.emplace(sa.id, entry);
-  sas_by_spi_[sa.id.spi].push_back(std::move(entry));
+  sas_by_spi_[sa.id.spi].push_back(entry);
+  sas_by_tunnel_[std::make_pair(sa.source, sa.id.destination)].push_back(std::move(entry));
   return absl::OkStatus();
 }
 
@@ -644,10 +652,7 @@ absl::Status UserspaceDataplane::DeleteSa(const SaId& id) {
     auto it = sas_.find(id);
     if (it == sas_.end()) return absl::NotFoundError("no such SA");
     entry = it->second;
-    sas_.erase(it);
-    auto& same_spi = sas_by_spi_[id.spi];
-    same_spi.erase(std::remove(same_spi.begin(), same_spi.end(), entry), same_spi.end());
-    if (same_spi.empty()) sas_by_spi_.erase(id.spi);
+    Unindex(entry);
   }
   absl::MutexLock lock(&entry->mu);
   entry->dead = true;

@@ -176,6 +176,8 @@ class UserspaceDataplane : public Dataplane {
   bool InboundAllowed(const PacketFlow& flow, const SaConfig& sa) const
       ABSL_SHARED_LOCKS_REQUIRED(state_mu_);
 
+  // Takes `entry` out of sas_ and the indexes.
+  void Unindex(const SaEntryPtr& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
   // Removes `entry` if it is still installed (hard expiry).
   void RemoveExpired(const SaEntryPtr& entry);
   void MaybeAcquire(const PolicyEntryPtr& policy, const PacketFlow& flow);
@@ -198,6 +200,9 @@ class UserspaceDataplane : public Dataplane {
   mutable absl::Mutex state_mu_;
   std::map<SaId, SaEntryPtr> sas_ ABSL_GUARDED_BY(state_mu_);
   std::unordered_map<uint32_t, std::vector<SaEntryPtr>> sas_by_spi_ ABSL_GUARDED_BY(state_mu_);
+  // By (source, destination): the candidates of an out policy's template.
+  std::map<std::pair<Address, Address>, std::vector<SaEntryPtr>> sas_by_tunnel_
+      ABSL_GUARDED_BY(state_mu_);
   // Sorted by (priority, specificity, age): the first match wins.
   std::vector<PolicyEntryPtr> policies_ ABSL_GUARDED_BY(state_mu_);
   uint64_t next_order_ ABSL_GUARDED_BY(state_mu_) = 0;
