@@ -1,0 +1,175 @@
+// TUN device tests in a network namespace of their own (needs root and
+// /dev/net/tun; skipped otherwise).
+
+#include "dataplane/tun_device.h"
+
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "dataplane/ip_packet.h"
+#include "dataplane/testing/netns.h"
+#include "dataplane/testing/packets.h"
+#include "gtest/gtest.h"
+
+namespace strait::dataplane {
+namespace {
+
+using testing::Bytes;
+using testing::Ip;
+using testing::IpPacket;
+using testing::Netns;
+using testing::Sel;
+
+// An ICMP echo request with a valid checksum.
+Bytes EchoRequest(uint16_t id, uint16_t seq) {
+  Bytes icmp = {8,
+                0,
+                0,
+                0,
+                static_cast<uint8_t>(id >> 8),
+                static_cast<uint8_t>(id),
+                static_cast<uint8_t>(seq >> 8),
+                static_cast<uint8_t>(seq)};
+  for (int i = 0; i < 24; ++i) icmp.push_back(static_cast<uint8_t>(i));
+  uint32_t sum = 0;
+  for (size_t i = 0; i < icmp.size(); i += 2) sum += (icmp[i] << 8) | icmp[i + 1];
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  icmp[2] = static_cast<uint8_t>(~sum >> 8);
+  icmp[3] = static_cast<uint8_t>(~sum);
+  return icmp;
+}
+
+class TunDeviceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0 || access("/dev/net/tun", R_OK | W_OK) != 0) {
+      GTEST_SKIP() << "needs root and /dev/net/tun";
+    }
+    if (!ns_.valid()) GTEST_SKIP() << "cannot create a network namespace here";
+    if (ns_.Shell("ip -V >/dev/null 2>&1") != 0) GTEST_SKIP() << "needs iproute2";
+    ASSERT_EQ(ns_.Shell("ip link set lo up && ip addr add 10.1.0.1/32 dev lo"), 0);
+  }
+
+  Netns ns_;
+};
+
+TEST_F(TunDeviceTest, ComesUpWithItsMtu) {
+  TunDevicePtr tun;
+  ns_.Run([&] {
+    TunOptions options;
+    options.name = "strait-t%d";
+    options.mtu = 1390;
+    auto created = TunDevice::Create(options);
+    ASSERT_TRUE(created.ok()) << created.status();
+    tun = std::move(*created);
+  });
+  ASSERT_NE(tun, nullptr);
+  EXPECT_EQ(tun->name(), "strait-t0");
+  EXPECT_EQ(ns_.Shell("ip link show strait-t0 | grep -q 'mtu 1390'"), 0);
+  EXPECT_EQ(ns_.Shell("ip link show strait-t0 | grep -q ',UP'"), 0);
+  // The device is gone with the object.
+  tun.reset();
+  EXPECT_NE(ns_.Shell("ip link show strait-t0 >/dev/null 2>&1"), 0);
+}
+
+TEST_F(TunDeviceTest, RoutesWithALocalSourceAndPacketsBothWays) {
+  TunDevicePtr tun;
+  ns_.Run([&] {
+    auto created = TunDevice::Create();
+    ASSERT_TRUE(created.ok()) << created.status();
+    tun = std::move(*created);
+  });
+  ASSERT_NE(tun, nullptr);
+  EXPECT_EQ(tun->mtu(), 1390);
+  // The route is made from whichever thread: it goes to the device's
+  // namespace all the same.
+  ASSERT_TRUE(tun->AddRoute(Sel("10.1.0.0/24", "10.2.0.7/24")).ok());  // Host bits dropped.
+  ASSERT_TRUE(tun->AddRoute(Sel("10.1.0.0/24", "10.2.0.0/24")).ok());  // Replace: no error.
+  EXPECT_EQ(ns_.Shell("ip route show proto 211 | grep -q '10.2.0.0/24 dev " + tun->name() +
+                      " scope link src 10.1.0.1'"),
+            0);
+  auto local = tun->FindLocalAddress(Ip("10.1.0.0"), 24);
+  ASSERT_TRUE(local.ok()) << local.status();
+  EXPECT_EQ(*local, Ip("10.1.0.1"));
+  EXPECT_FALSE(tun->FindLocalAddress(Ip("10.9.0.0"), 16).ok());
+
+  // An echo request from the far side, written into the device, is
+  // answered by the host through the route, back into the device.
+  ASSERT_TRUE(tun->Write(IpPacket(Ip("10.2.0.9"), Ip("10.1.0.1"), 1, EchoRequest(77, 1))).ok());
+  Bytes buffer(2000);
+  absl::StatusOr<PacketFlow> reply;
+  for (int i = 0; i < 20; ++i) {  // Skip IPv6 router solicitations and the like.
+    auto n = tun->Read(absl::MakeSpan(buffer), absl::Seconds(2));
+    ASSERT_TRUE(n.ok()) << n.status();
+    ASSERT_GT(*n, 0u) << "no reply within 2 s";
+    reply = ParseIpPacket(absl::MakeConstSpan(buffer.data(), *n));
+    if (reply.ok() && reply->version == 4) break;
+  }
+  ASSERT_TRUE(reply.ok());
+  EXPECT_EQ(reply->protocol, 1);
+  EXPECT_EQ(reply->source_port, 0);  // ICMP echo reply.
+  EXPECT_EQ(Address(reply->source.begin(), reply->source.begin() + 4), Ip("10.1.0.1"));
+  EXPECT_EQ(Address(reply->destination.begin(), reply->destination.begin() + 4), Ip("10.2.0.9"));
+
+  ASSERT_TRUE(tun->DeleteRoute(Sel("10.1.0.0/24", "10.2.0.0/24")).ok());
+  EXPECT_NE(ns_.Shell("ip route show proto 211 | grep -q 10.2.0.0"), 0);
+  EXPECT_EQ(tun->DeleteRoute(Sel("10.1.0.0/24", "10.2.0.0/24")).code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(TunDeviceTest, Ipv6Routes) {
+  ASSERT_EQ(ns_.Shell("ip -6 addr add fd00:1::1/128 dev lo"), 0);
+  TunDevicePtr tun;
+  ns_.Run([&] {
+    auto created = TunDevice::Create();
+    ASSERT_TRUE(created.ok()) << created.status();
+    tun = std::move(*created);
+  });
+  ASSERT_NE(tun, nullptr);
+  ASSERT_TRUE(tun->AddRoute(Sel("fd00:1::/64", "fd00:2::/64")).ok());
+  EXPECT_EQ(ns_.Shell("ip -6 route show proto 211 | grep -q 'fd00:2::/64 dev " + tun->name() +
+                      ".*src fd00:1::1'"),
+            0);
+}
+
+TEST_F(TunDeviceTest, ReadTimesOut) {
+  TunDevicePtr tun;
+  ns_.Run([&] {
+    TunOptions options;
+    options.name = "strait-quiet";
+    auto created = TunDevice::Create(options);
+    ASSERT_TRUE(created.ok()) << created.status();
+    tun = std::move(*created);
+  });
+  ASSERT_NE(tun, nullptr);
+  // Disable IPv6 on it first, or router solicitations arrive.
+  ns_.Sysctl("net/ipv6/conf/strait-quiet/disable_ipv6", "1");
+  Bytes buffer(2000);
+  absl::SleepFor(absl::Milliseconds(50));
+  while (true) {  // Drain what came before IPv6 went off.
+    auto n = tun->Read(absl::MakeSpan(buffer), absl::Milliseconds(10));
+    ASSERT_TRUE(n.ok());
+    if (*n == 0) break;
+  }
+  const absl::Time start = absl::Now();
+  auto n = tun->Read(absl::MakeSpan(buffer), absl::Milliseconds(100));
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 0u);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(90));
+}
+
+TEST(TunDeviceOptionsTest, RejectsBadOptions) {
+  TunOptions options;
+  options.name = "a-name-that-is-far-too-long";
+  EXPECT_EQ(TunDevice::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
+  options = TunOptions();
+  options.mtu = 100;
+  EXPECT_EQ(TunDevice::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace strait::dataplane
