@@ -192,6 +192,7 @@ void ApplierImpl::SetEndStatus(const std::string& name, const strait::v1::Tunnel
   kept.set_message(status.message());
   if (status.has_ike_sa()) *kept.mutable_ike_sa() = status.ike_sa();
   *kept.mutable_child_sas() = status.child_sas();
+  kept.set_dataplane(status.dataplane());
   std::function<void()> listener;
   {
     absl::MutexLock lock(&mu_);

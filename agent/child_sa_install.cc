@@ -122,6 +122,16 @@ absl::StatusOr<ChildSaState> MapChildSa(const ike::ChildSa& sa, const ChildSaPar
   state.outbound.source = local;
   state.outbound.encr_key = sa.outbound_encr_key;
   state.outbound.integ_key = sa.outbound_integ_key;
+  if (sa.udp_encapsulation) {
+    // ESP in UDP (RFC 3948); ports as seen from each SA's source.
+    state.inbound.encapsulation = dataplane::UdpEncapsulation{sa.remote_port, sa.local_port};
+    state.outbound.encapsulation = dataplane::UdpEncapsulation{sa.local_port, sa.remote_port};
+  }
+  if (sa.udp_encapsulation) {
+    // ESP in UDP (RFC 3948); ports as seen from each SA's source.
+    state.inbound.encapsulation = dataplane::UdpEncapsulation{sa.remote_port, sa.local_port};
+    state.outbound.encapsulation = dataplane::UdpEncapsulation{sa.local_port, sa.remote_port};
+  }
 
   std::vector<SelectorSide> locals;
   std::vector<SelectorSide> remotes;

@@ -1,5 +1,7 @@
 #include "agent/ike_runner.h"
 
+#include <linux/udp.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -338,6 +340,9 @@ class IkeRunner::Loop {
   void RunTimers(absl::Time now);
   void Report(Tunnel& t);
   void UpdateGauges();
+  // The dataplane's per-SA counters into the metrics, every 2 s at most.
+  void PollSaCounters();
+  absl::Time next_counter_poll_ = absl::InfinitePast();
 
   const std::string node_;
   ApplierImpl& applier_;
@@ -353,12 +358,47 @@ class IkeRunner::Loop {
   ike::RandomSourcePtr random_;
   absl::BitGen bitgen_;
   std::vector<uint8_t> buffer_;
-  uint32_t next_reqid_ = 1;
+  // Strait's reqid range, which the XFRM backend tags its state with.
+  uint32_t next_reqid_ = dataplane::kReqidFirst;
   absl::flat_hash_map<std::string, std::unique_ptr<Tunnel>> tunnels_;
   absl::flat_hash_map<ike::Bytes, std::unique_ptr<LocalAddress>> locals_;
   absl::flat_hash_map<PeerKey, Tunnel*> by_peer_;
   absl::flat_hash_map<uint64_t, Sa*> by_spi_;
   absl::flat_hash_set<ike::Bytes> warned_sources_;
+
+ public:
+  // The NAT-T sockets, for SendEsp() from the dataplane's threads.
+  absl::Status SendEsp(absl::Span<const uint8_t> payload, const ike::Endpoint& local,
+                       const ike::Endpoint& remote) {
+    sockaddr_storage ss;
+    const socklen_t len = ike::ToSockaddr(remote, &ss);
+    if (len == 0) return absl::InvalidArgumentError("bad ESP destination");
+    absl::MutexLock lock(&esp_mu_);
+    auto it = esp_fds_.find(local.address);
+    if (it == esp_fds_.end()) {
+      return absl::FailedPreconditionError("no NAT-T socket on the local address");
+    }
+    ssize_t n;
+    do {
+      n = sendto(it->second, payload.data(), payload.size(), 0,
+                 reinterpret_cast<const sockaddr*>(&ss), len);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return absl::UnavailableError(strerror(errno));
+    return absl::OkStatus();
+  }
+
+ private:
+  // Publishes (fd >= 0) or withdraws the NAT-T socket of an address.
+  void PublishNatT(const ike::Bytes& address, int fd) {
+    absl::MutexLock lock(&esp_mu_);
+    if (fd >= 0) {
+      esp_fds_[address] = fd;
+    } else {
+      esp_fds_.erase(address);
+    }
+  }
+  absl::Mutex esp_mu_;
+  absl::flat_hash_map<ike::Bytes, int> esp_fds_ ABSL_GUARDED_BY(esp_mu_);
 };
 
 // --- the loop ---
@@ -491,6 +531,8 @@ void IkeRunner::Loop::StartTunnel(const NodeTunnel& nt) {
 absl::Status IkeRunner::Loop::Configure(Tunnel& t, const strait::v1::TunnelSpec& spec) {
   absl::StatusOr<ike::EngineConfig> config = ike::EngineConfigFromSpec(spec, options_.certificates);
   if (!config.ok()) return config.status();
+  if (options_.force_encapsulation) config->force_encapsulation = true;
+  config->nat_t_port = options_.nat_t_port;
   config->local.port = options_.ike_port;
   config->remote.port = options_.ike_port;
   if (!options_.retransmit_timeouts.empty()) {
@@ -553,6 +595,7 @@ IkeRunner::Loop::LocalAddress* IkeRunner::Loop::Acquire(const ike::Bytes& addres
 }
 
 void IkeRunner::Loop::Bind(LocalAddress& la) {
+  PublishNatT(la.address, -1);
   la.CloseSockets();
   uint16_t port = 0;
   absl::StatusOr<int> ike_fd =
@@ -564,6 +607,17 @@ void IkeRunner::Loop::Bind(LocalAddress& la) {
   if (ike_fd.ok() && nat_t_fd.ok()) {
     la.ike_fd = *ike_fd;
     la.nat_t_fd = *nat_t_fd;
+    if (la.nat_t_fd >= 0 && options_.kernel_udp_encapsulation) {
+      // The kernel then decapsulates ESP in UDP itself; IKE (non-ESP
+      // marker) still comes to us.
+      const int type = UDP_ENCAP_ESPINUDP;
+      if (setsockopt(la.nat_t_fd, IPPROTO_UDP, UDP_ENCAP, &type, sizeof(type)) != 0) {
+        LOG_WARNING("cannot set UDP_ENCAP on the NAT-T socket")
+            .With("node", node_)
+            .With("error", strerror(errno));
+      }
+    }
+    if (la.nat_t_fd >= 0) PublishNatT(la.address, la.nat_t_fd);
     if (!la.error.empty()) {
       LOG_INFO("IKE sockets bound")
           .With("node", node_)
@@ -589,6 +643,7 @@ void IkeRunner::Loop::Bind(LocalAddress& la) {
 
 void IkeRunner::Loop::Release(LocalAddress* la) {
   if (--la->users > 0) return;
+  PublishNatT(la->address, -1);
   locals_.erase(la->address);
 }
 
@@ -624,7 +679,11 @@ void IkeRunner::Loop::Drain(LocalAddress& la, int fd, bool nat_t) {
         continue;
       }
       if (std::memcmp(datagram.data(), ike::kNonEspMarker, sizeof(ike::kNonEspMarker)) != 0) {
-        LOG_DEBUG("ESP-in-UDP on the NAT-T port ignored").With("node", node_);
+        if (options_.esp_handler) {
+          options_.esp_handler(datagram, from, la.address);
+        } else {
+          LOG_DEBUG("ESP-in-UDP on the NAT-T port ignored").With("node", node_);
+        }
         continue;
       }
       datagram.remove_prefix(sizeof(ike::kNonEspMarker));
@@ -1179,6 +1238,7 @@ void IkeRunner::Loop::RunTimers(absl::Time now) {
 
 void IkeRunner::Loop::Report(Tunnel& t) {
   strait::v1::TunnelEndStatus status;
+  status.set_dataplane(dataplane_.name() == "fake" ? "memory" : dataplane_.name());
   if (!t.error_reason.empty()) {
     status.set_phase(strait::v1::TUNNEL_PHASE_ERROR);
     status.set_reason(t.error_reason);
@@ -1233,6 +1293,37 @@ void IkeRunner::Loop::UpdateGauges() {
   }
   metrics_.SetIkeSas(connecting, established);
   metrics_.SetChildSas(children);
+  PollSaCounters();
+}
+
+void IkeRunner::Loop::PollSaCounters() {
+  const absl::Time now = clock_.Now();
+  if (now < next_counter_poll_) return;
+  next_counter_poll_ = now + absl::Seconds(2);
+  for (const auto& [name, t] : tunnels_) {
+    if (t->current == nullptr) continue;
+    Sa& sa = *t->current;
+    std::vector<const InstalledChildSa*> children;
+    if (sa.child.has_value()) children.push_back(&*sa.child);
+    for (const InstalledChildSa& older : sa.older_children) children.push_back(&older);
+    for (const InstalledChildSa* child : children) {
+      for (const bool inbound : {true, false}) {
+        const dataplane::SaId& id = inbound ? child->inbound : child->outbound;
+        absl::StatusOr<dataplane::SaCounters> c = dataplane_.GetCounters(id);
+        if (!c.ok()) continue;
+        IkeMetrics::SaSample sample;
+        sample.tunnel = name;
+        sample.spi = absl::StrFormat("%08x", id.spi);
+        sample.inbound = inbound;
+        sample.bytes = c->bytes;
+        sample.packets = c->packets;
+        sample.replay_failures = c->replay_failures;
+        sample.integrity_failures = c->integrity_failures;
+        metrics_.ReportSa(sample);
+      }
+    }
+  }
+  metrics_.EndSaRound();
 }
 
 // --- IkeRunner ---
@@ -1256,5 +1347,10 @@ IkeRunner::~IkeRunner() { Stop(); }
 void IkeRunner::Reconcile(const strait::v1::Snapshot& snapshot) { loop_->Reconcile(snapshot); }
 
 void IkeRunner::Stop() { loop_->Stop(); }
+
+absl::Status IkeRunner::SendEsp(absl::Span<const uint8_t> payload, const ike::Endpoint& local,
+                                const ike::Endpoint& remote) {
+  return loop_->SendEsp(payload, local, remote);
+}
 
 }  // namespace strait::agent

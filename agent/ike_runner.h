@@ -35,12 +35,14 @@
 // the tunnel's local configuration is unusable.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "agent/applier_impl.h"
 #include "agent/ike/tunnel_config.h"
 #include "agent/metrics.h"
@@ -77,6 +79,19 @@ struct IkeRunnerOptions {
   // This node's certificate and key for tunnels with certificate auth that
   // name none (--ike-certificate, --ike-private-key).
   ike::CertificateDefaults certificates;
+  // ESP-in-UDP that arrives on a NAT-T socket (anything but IKE and
+  // keepalives), as received (SPI first), with its sender and the local
+  // address: for the userspace dataplane. Unset: dropped. Called on the
+  // runner's thread; must not block.
+  std::function<void(absl::Span<const uint8_t> payload, const ike::Endpoint& from,
+                     const ike::Bytes& local)>
+      esp_handler;
+  // Every tunnel acts as natTraversal: force (the userspace dataplane only
+  // speaks ESP in UDP).
+  bool force_encapsulation = false;
+  // Sets UDP_ENCAP_ESPINUDP on the NAT-T sockets so that the kernel
+  // decapsulates ESP in UDP (the XFRM dataplane).
+  bool kernel_udp_encapsulation = false;
 };
 
 class IkeRunner {
@@ -100,6 +115,11 @@ class IkeRunner {
   // Stops every tunnel, takes their state out of the dataplane and ends the
   // loop; Reconcile does nothing afterwards. Idempotent.
   void Stop();
+  // Sends one ESP-in-UDP packet from the NAT-T socket of `local`'s address
+  // (the userspace dataplane's way out). Thread-safe. FailedPrecondition
+  // when no NAT-T socket is bound there.
+  absl::Status SendEsp(absl::Span<const uint8_t> payload, const ike::Endpoint& local,
+                       const ike::Endpoint& remote);
 
  private:
   class Loop;

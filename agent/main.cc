@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "agent/applier_impl.h"
+#include "agent/dataplane_factory.h"
 #include "agent/ike_runner.h"
 #include "agent/intent_file.h"
 #include "agent/metrics.h"
@@ -63,6 +64,13 @@ ABSL_FLAG(bool, enable_ike, false,
           "local address, shared by its tunnels. CHILD SAs go to an in-memory dataplane for "
           "now: no kernel state is programmed yet. Without it every tunnel end is reported "
           "PENDING (AWAITING_IKE).");
+ABSL_FLAG(std::string, dataplane, "auto",
+          "Where CHILD SAs go (with --enable-ike): xfrm (the kernel's ESP, over netlink), "
+          "userspace (Strait's own ESP over a TUN device, ESP in UDP on port 4500, for kernels "
+          "without ESP), memory (nothing is programmed), or auto: xfrm when the kernel accepts "
+          "an ESP SA, else userspace.");
+ABSL_FLAG(std::string, tun_device, "strait%d",
+          "Name of the userspace dataplane's TUN device (%d: the first free number).");
 ABSL_FLAG(std::string, ike_certificate, "",
           "This node's IKE certificate (PEM, end entity first, then intermediates), for "
           "tunnels with certificate auth that name no certificateFile.");
@@ -194,27 +202,64 @@ int main(int argc, char** argv) {
                                      : strait::agent::SessionState::kDisconnected);
   strait::agent::ApplierImpl applier(node, strait::RealClock::Get(), &metrics);
   strait::agent::IkeMetrics ike_metrics(*registry);
-  // The XFRM and userspace backends are not wired in yet: CHILD SAs are
-  // kept in memory only.
-  strait::dataplane::FakeDataplane dataplane;
+  absl::StatusOr<strait::agent::DataplaneKind> dataplane_kind =
+      strait::agent::ParseDataplaneKind(absl::GetFlag(FLAGS_dataplane));
+  if (!dataplane_kind.ok())
+    return UsageError(absl::StrCat("--dataplane: ", dataplane_kind.status().message()));
+  strait::agent::EspSocketBridge esp_bridge;
+  strait::agent::DataplaneSetup dataplane_setup;
   std::unique_ptr<strait::agent::IkeRunner> ike_runner;
   if (absl::GetFlag(FLAGS_enable_ike)) {
-    LOG_WARNING(
-        "no real dataplane is wired in yet: CHILD SAs are kept in memory, no traffic "
-        "is protected")
+    absl::StatusOr<strait::agent::DataplaneSetup> setup = strait::agent::CreateDataplane(
+        *dataplane_kind, absl::GetFlag(FLAGS_tun_device), esp_bridge);
+    if (!setup.ok()) {
+      LOG_ERROR("cannot set up the dataplane")
+          .With("node", node)
+          .With("dataplane", absl::GetFlag(FLAGS_dataplane))
+          .With("error", setup.status().ToString());
+      return kExitFailure;
+    }
+    dataplane_setup = *std::move(setup);
+    strait::LogLine(dataplane_setup.kind == strait::agent::DataplaneKind::kXfrm
+                        ? strait::LogLevel::kInfo
+                        : strait::LogLevel::kWarning,
+                    dataplane_setup.kind == strait::agent::DataplaneKind::kUserspace
+                        ? "dataplane: userspace ESP (the kernel's ESP is not used)"
+                    : dataplane_setup.kind == strait::agent::DataplaneKind::kMemory
+                        ? "dataplane: memory, no traffic is protected"
+                        : "dataplane: kernel XFRM")
         .With("node", node)
-        .With("dataplane", dataplane.name());
+        .With("dataplane", strait::agent::DataplaneKindName(dataplane_setup.kind))
+        .With("detail", dataplane_setup.detail);
+    metrics.SetDataplane(strait::agent::DataplaneKindName(dataplane_setup.kind));
     strait::agent::IkeRunnerOptions ike_options;
+    if (dataplane_setup.kind == strait::agent::DataplaneKind::kUserspace) {
+      ike_options.force_encapsulation = true;
+      ike_options.esp_handler = [input = dataplane_setup.esp_input](
+                                    absl::Span<const uint8_t> payload,
+                                    const strait::ike::Endpoint& from,
+                                    const strait::ike::Bytes& local) {
+        input(payload, strait::dataplane::UdpEndpoint{from.address, from.port}, local);
+      };
+    }
+    ike_options.kernel_udp_encapsulation =
+        dataplane_setup.kind == strait::agent::DataplaneKind::kXfrm;
     ike_options.certificates.certificate_file = absl::GetFlag(FLAGS_ike_certificate);
     ike_options.certificates.private_key_file = absl::GetFlag(FLAGS_ike_private_key);
     absl::StatusOr<std::unique_ptr<strait::agent::IkeRunner>> runner =
-        strait::agent::IkeRunner::Create(node, applier, dataplane, strait::RealClock::Get(),
-                                         ike_metrics, ike_options);
+        strait::agent::IkeRunner::Create(node, applier, *dataplane_setup.dataplane,
+                                         strait::RealClock::Get(), ike_metrics, ike_options);
     if (!runner.ok()) {
       LOG_ERROR("cannot start IKE").With("node", node).With("error", runner.status().ToString());
       return kExitFailure;
     }
     ike_runner = *std::move(runner);
+    esp_bridge.Connect([runner = ike_runner.get()](absl::Span<const uint8_t> payload,
+                                                   const strait::dataplane::UdpEndpoint& local,
+                                                   const strait::dataplane::UdpEndpoint& remote) {
+      return runner->SendEsp(payload, strait::ike::Endpoint{local.address, local.port},
+                             strait::ike::Endpoint{remote.address, remote.port});
+    });
     applier.SetApplyHook(
         [runner = ike_runner.get()](const strait::v1::Snapshot& s) { runner->Reconcile(s); });
   }
@@ -261,7 +306,10 @@ int main(int argc, char** argv) {
     });
     LOG_INFO("agent stopping").With("node", node).With("signal", strsignal(stop));
     ExitOnSecondSignal(signals);
-    if (ike_runner != nullptr) ike_runner->Stop();
+    if (ike_runner != nullptr) {
+      ike_runner->Stop();
+      esp_bridge.Disconnect();
+    }
     LOG_INFO("agent stopped").With("node", node);
     ExitNow();
   }
@@ -323,7 +371,10 @@ int main(int argc, char** argv) {
   });
   LOG_INFO("agent stopping").With("node", node).With("signal", strsignal(stop));
   ExitOnSecondSignal(signals);
-  if (ike_runner != nullptr) ike_runner->Stop();
+  if (ike_runner != nullptr) {
+    ike_runner->Stop();
+    esp_bridge.Disconnect();
+  }
   session->Shutdown();
   session.reset();
   LOG_INFO("agent stopped").With("node", node);

@@ -1,6 +1,7 @@
 #include "agent/metrics.h"
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 
 namespace strait::agent {
 namespace {
@@ -59,6 +60,11 @@ AgentMetrics::AgentMetrics(prometheus::Registry& registry)
                         .Name("strait_agent_applied_version_info")
                         .Help("1, labelled with the version of the applied snapshot.")
                         .Register(registry)),
+      dataplane_info_(prometheus::BuildGauge()
+                          .Name("strait_agent_dataplane_info")
+                          .Help("1, labelled with the dataplane backend in use: xfrm (kernel "
+                                "ESP), userspace (Strait's ESP over TUN) or memory (none).")
+                          .Register(registry)),
       snapshots_applied_(prometheus::BuildCounter()
                              .Name("strait_agent_snapshots_applied_total")
                              .Help("Snapshots validated, applied and ACKed (or loaded from "
@@ -96,6 +102,10 @@ AgentMetrics::AgentMetrics(prometheus::Registry& registry)
   for (size_t i = 0; i < kPhases.size(); ++i) {
     tunnels_[i] = &tunnels.Add({{"phase", std::string(TunnelPhaseName(kPhases[i]))}});
   }
+}
+
+void AgentMetrics::SetDataplane(const std::string& backend) {
+  dataplane_info_.Add({{"backend", backend}}).Set(1);
 }
 
 void AgentMetrics::SetSessionState(SessionState state) {
@@ -194,7 +204,34 @@ IkeMetrics::IkeMetrics(prometheus::Registry& registry)
       next_rekey_(prometheus::BuildGauge()
                       .Name("strait_agent_child_sa_next_rekey_timestamp_seconds")
                       .Help("When the tunnel's CHILD SA is rekeyed next (unix time), by tunnel.")
-                      .Register(registry)) {
+                      .Register(registry)),
+      sa_bytes_(prometheus::BuildCounter()
+                    .Name("strait_agent_sa_bytes_total")
+                    .Help("Bytes through an ESP SA (inner packets), by tunnel, SPI and "
+                          "direction.")
+                    .Register(registry)),
+      sa_packets_(prometheus::BuildCounter()
+                      .Name("strait_agent_sa_packets_total")
+                      .Help("Packets through an ESP SA, by tunnel, SPI and direction.")
+                      .Register(registry)),
+      sa_replay_(prometheus::BuildCounter()
+                     .Name("strait_agent_sa_replay_failures_total")
+                     .Help("Inbound ESP packets dropped as replays or outside the window.")
+                     .Register(registry)),
+      sa_integrity_(prometheus::BuildCounter()
+                        .Name("strait_agent_sa_integrity_failures_total")
+                        .Help("Inbound ESP packets that failed authentication.")
+                        .Register(registry)),
+      tunnel_bytes_(prometheus::BuildCounter()
+                        .Name("strait_agent_tunnel_esp_bytes_total")
+                        .Help("Bytes through a tunnel's ESP SAs, all rekeys together, by tunnel "
+                              "and direction.")
+                        .Register(registry)),
+      tunnel_packets_(prometheus::BuildCounter()
+                          .Name("strait_agent_tunnel_esp_packets_total")
+                          .Help("Packets through a tunnel's ESP SAs, all rekeys together, by "
+                                "tunnel and direction.")
+                          .Register(registry)) {
   for (const char* role : {"initiator", "responder"}) {
     for (const char* result : {"success", "failure"}) {
       rekeys_.Add({{"kind", "child"}, {"role", role}, {"result", result}});
@@ -328,6 +365,52 @@ void IkeMetrics::SetNextRekey(const std::string& tunnel, std::optional<absl::Tim
     it = next_rekey_by_tunnel_.emplace(tunnel, &next_rekey_.Add({{"tunnel", tunnel}})).first;
   }
   it->second->Set(absl::ToDoubleSeconds(*when - absl::UnixEpoch()));
+}
+
+void IkeMetrics::ReportSa(const SaSample& sample) {
+  const std::string direction = sample.inbound ? "in" : "out";
+  const std::string key = absl::StrCat(sample.tunnel, "/", sample.spi, "/", direction);
+  absl::MutexLock lock(&mu_);
+  auto [it, added] = sa_series_.try_emplace(key);
+  SaSeries& series = it->second;
+  if (added) {
+    const std::map<std::string, std::string> labels = {
+        {"tunnel", sample.tunnel}, {"spi", sample.spi}, {"direction", direction}};
+    series.counters = {&sa_bytes_.Add(labels), &sa_packets_.Add(labels), &sa_replay_.Add(labels),
+                       &sa_integrity_.Add(labels)};
+  }
+  const std::array<uint64_t, 4> now = {sample.bytes, sample.packets, sample.replay_failures,
+                                       sample.integrity_failures};
+  for (size_t i = 0; i < now.size(); ++i) {
+    // A counter that went down belongs to a new SA under the same SPI.
+    const uint64_t delta = now[i] >= series.last[i] ? now[i] - series.last[i] : now[i];
+    if (delta != 0) {
+      series.counters[i]->Increment(static_cast<double>(delta));
+      if (i < 2) {
+        (i == 0 ? tunnel_bytes_ : tunnel_packets_)
+            .Add({{"tunnel", sample.tunnel}, {"direction", direction}})
+            .Increment(static_cast<double>(delta));
+      }
+    }
+    series.last[i] = now[i];
+  }
+  series.seen = true;
+}
+
+void IkeMetrics::EndSaRound() {
+  absl::MutexLock lock(&mu_);
+  for (auto it = sa_series_.begin(); it != sa_series_.end();) {
+    if (it->second.seen) {
+      it->second.seen = false;
+      ++it;
+      continue;
+    }
+    sa_bytes_.Remove(it->second.counters[0]);
+    sa_packets_.Remove(it->second.counters[1]);
+    sa_replay_.Remove(it->second.counters[2]);
+    sa_integrity_.Remove(it->second.counters[3]);
+    it = sa_series_.erase(it);
+  }
 }
 
 }  // namespace strait::agent

@@ -51,6 +51,10 @@ class AgentMetrics {
   // strait_agent_tunnels{phase}: every phase is set, absent ones to 0.
   void SetTunnelPhases(const absl::flat_hash_map<strait::v1::TunnelPhase, int64_t>& counts);
 
+  // strait_agent_dataplane_info{backend}: 1 for the dataplane in use
+  // ("xfrm", "userspace", "memory").
+  void SetDataplane(const std::string& backend);
+
   void SnapshotApplied() { snapshots_applied_.Increment(); }
   void SnapshotRejected() { snapshots_rejected_.Increment(); }
   void Reconnect() { reconnects_.Increment(); }
@@ -66,6 +70,7 @@ class AgentMetrics {
   std::array<prometheus::Gauge*, kStates> session_state_{};
   prometheus::Gauge& applied_revision_;
   prometheus::Family<prometheus::Gauge>& version_info_;
+  prometheus::Family<prometheus::Gauge>& dataplane_info_;
   prometheus::Counter& snapshots_applied_;
   prometheus::Counter& snapshots_rejected_;
   prometheus::Counter& reconnects_;
@@ -134,6 +139,27 @@ class IkeMetrics {
   // tunnel's CHILD SA rekeys next (unix time); removed with `when` unset.
   void SetNextRekey(const std::string& tunnel, std::optional<absl::Time> when);
 
+  // Per ESP SA (labels tunnel, spi as 8 hex digits, direction in|out):
+  // strait_agent_sa_bytes_total, strait_agent_sa_packets_total,
+  // strait_agent_sa_replay_failures_total and
+  // strait_agent_sa_integrity_failures_total, from the dataplane's
+  // counters (which this turns into monotonic counters). Series of SAs not
+  // reported in a round are removed by EndSaRound().
+  struct SaSample {
+    std::string tunnel;
+    std::string spi;
+    bool inbound = false;
+    uint64_t bytes = 0;
+    uint64_t packets = 0;
+    uint64_t replay_failures = 0;
+    uint64_t integrity_failures = 0;
+  };
+  // Also feeds strait_agent_tunnel_esp_bytes_total and
+  // strait_agent_tunnel_esp_packets_total{tunnel,direction}, which keep
+  // counting across rekeys.
+  void ReportSa(const SaSample& sample);
+  void EndSaRound();
+
  private:
   static constexpr int kExchanges = 5;  // The four and "other".
   static int ExchangeIndex(int exchange_type);
@@ -155,6 +181,18 @@ class IkeMetrics {
   prometheus::Family<prometheus::Gauge>& next_rekey_;
   absl::Mutex mu_;
   std::map<std::string, prometheus::Gauge*> next_rekey_by_tunnel_ ABSL_GUARDED_BY(mu_);
+  prometheus::Family<prometheus::Counter>& sa_bytes_;
+  prometheus::Family<prometheus::Counter>& sa_packets_;
+  prometheus::Family<prometheus::Counter>& sa_replay_;
+  prometheus::Family<prometheus::Counter>& sa_integrity_;
+  prometheus::Family<prometheus::Counter>& tunnel_bytes_;
+  prometheus::Family<prometheus::Counter>& tunnel_packets_;
+  struct SaSeries {
+    std::array<prometheus::Counter*, 4> counters{};  // bytes, packets, replay, integrity
+    std::array<uint64_t, 4> last{};
+    bool seen = false;
+  };
+  std::map<std::string, SaSeries> sa_series_ ABSL_GUARDED_BY(mu_);  // tunnel/spi/direction
 };
 
 }  // namespace strait::agent

@@ -10,7 +10,7 @@ packages=(
   libabsl-dev libssl-dev prometheus-cpp-dev libmnl-dev
   libgtest-dev libgmock-dev libsqlite3-dev libyaml-cpp-dev
   # run and test
-  iproute2 curl procps python3 clang-format
+  iproute2 curl procps python3 clang-format jq openssl iputils-ping iperf3
   # interop tests against strongSwan (tests/interop/); the standard plugins
   # bring openssl and gcm, which AES-GCM and ECP groups need
   strongswan-charon strongswan-swanctl libcharon-extra-plugins
