@@ -37,7 +37,7 @@ if ! ls k/boot/vmlinuz-* >/dev/null 2>&1; then
   apt-get download "$pkg"
   dpkg-deb -x "$pkg"_*.deb k
 fi
-version=$(ls k/lib/modules | head -1)
+version=$(find k/lib/modules -mindepth 1 -maxdepth 1 -printf "%f\n" | head -1)
 [[ -f k/lib/modules/$version/modules.dep ]] || depmod -b k "$version"
 
 # --- Initramfs: busybox, the 9p modules, /init.
