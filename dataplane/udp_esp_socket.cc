@@ -96,7 +96,7 @@ void UdpEspSocket::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void UdpEspSocket::ReceiveLoop(EspHandler handler) {
+void UdpEspSocket::ReceiveLoop(const EspHandler& handler) {
   std::vector<uint8_t> buffer(65536);
   while (!stop_.load(std::memory_order_relaxed)) {
     pollfd p{fd_, POLLIN, 0};
