@@ -11,7 +11,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -60,6 +62,24 @@ class DatagramSocket {
   // first, no non-ESP marker) from `local` to `remote`. Thread-safe.
   virtual absl::Status Send(absl::Span<const uint8_t> payload, const UdpEndpoint& local,
                             const UdpEndpoint& remote) = 0;
+};
+
+// A DatagramSocket from a function, e.g. the IKE runner's sendto() on its
+// UDP 4500 socket.
+class CallbackDatagramSocket : public DatagramSocket {
+ public:
+  using SendFunction = std::function<absl::Status(
+      absl::Span<const uint8_t> payload, const UdpEndpoint& local, const UdpEndpoint& remote)>;
+  explicit CallbackDatagramSocket(SendFunction send) : send_(std::move(send)) {}
+
+  // DatagramSocket
+  absl::Status Send(absl::Span<const uint8_t> payload, const UdpEndpoint& local,
+                    const UdpEndpoint& remote) override {
+    return send_(payload, local, remote);
+  }
+
+ private:
+  const SendFunction send_;
 };
 
 }  // namespace strait::dataplane

@@ -65,6 +65,9 @@ absl::StatusOr<std::unique_ptr<UdpEspSocket>> UdpEspSocket::Create(const UdpEndp
     const int on = 1;
     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
   }
+  // Room for bursts while the dataplane catches up (capped by rmem_max).
+  const int buffer = 4 << 20;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer, sizeof(buffer));
   sockaddr_storage storage;
   socklen_t size = ToSockaddr(local, &storage);
   if (bind(fd, reinterpret_cast<sockaddr*>(&storage), size) < 0) {
@@ -93,7 +96,7 @@ void UdpEspSocket::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void UdpEspSocket::ReceiveLoop(EspHandler handler) {
+void UdpEspSocket::ReceiveLoop(const EspHandler& handler) {
   std::vector<uint8_t> buffer(65536);
   while (!stop_.load(std::memory_order_relaxed)) {
     pollfd p{fd_, POLLIN, 0};

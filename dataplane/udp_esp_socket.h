@@ -62,7 +62,7 @@ class UdpEspSocket : public DatagramSocket {
 
  private:
   UdpEspSocket(int fd, UdpEndpoint local) : fd_(fd), local_(std::move(local)) {}
-  void ReceiveLoop(EspHandler handler);
+  void ReceiveLoop(const EspHandler& handler);
 
   const int fd_;
   const UdpEndpoint local_;

@@ -754,6 +754,25 @@ TEST(UserspaceDataplaneTest, OutPoliciesRouteTheirDestinations) {
   EXPECT_EQ((*dp)->List()->policies.size(), 1u);  // Only the fwd policy from before.
 }
 
+TEST(UserspaceDataplaneTest, ASendFunctionServesAsTheSocket) {
+  // How the IKE runner shares its UDP 4500 socket: a function for the way
+  // out, HandleEspDatagram for the way in.
+  std::vector<Bytes> sent;
+  CallbackDatagramSocket socket(
+      [&sent](absl::Span<const uint8_t> payload, const UdpEndpoint&, const UdpEndpoint& remote) {
+        EXPECT_EQ(remote.port, 4500);
+        sent.emplace_back(payload.begin(), payload.end());
+        return absl::OkStatus();
+      });
+  auto dp = UserspaceDataplane::Create(std::make_unique<FakeDevice>(), socket);
+  ASSERT_TRUE(dp.ok());
+  ASSERT_TRUE((*dp)->AddSa(MakeSa(kV4inV4, true, kGcm128)).ok());
+  ASSERT_TRUE((*dp)->AddPolicies(MakePolicies(kV4inV4, true)).ok());
+  (*dp)->HandleInnerPacket(UdpPacket("10.1.0.5", "10.2.0.9", 1, 2));
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(EspCodec::ParseHeader(sent[0])->spi, kLeftToRightSpi);
+}
+
 TEST(UserspaceDataplaneTest, CreateValidatesOptions) {
   FakeSocket socket;
   EXPECT_FALSE(UserspaceDataplane::Create(nullptr, socket).ok());
