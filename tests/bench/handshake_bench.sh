@@ -409,7 +409,17 @@ if strait:
 if swan:
     lines.append(describe("strongswan\u2194strongswan", swan))
     summary["strongswan_per_second"] = median_run(swan)["handshakes_per_second"]
+def cpu_both(runs):
+    cpu = median_run(runs).get("cpu_ms_per_handshake") or {}
+    return cpu.get("initiator", 0) + cpu.get("responder", 0)
+
 if strait and swan:
+    # CPU time per handshake depends less on what else the machine runs.
+    if cpu_both(strait) and cpu_both(swan):
+        summary["cpu_ms_per_handshake"] = {"strait": round(cpu_both(strait), 3),
+                                           "strongswan": round(cpu_both(swan), 3)}
+        lines.append("CPU per handshake, both sides: strait %.2f ms, strongswan %.2f ms"
+                     % (cpu_both(strait), cpu_both(swan)))
     ratio = summary["strait_per_second"] / summary["strongswan_per_second"]
     summary["ratio"] = round(ratio, 3)
     lines.append("ratio strait/strongswan: %.2f" % ratio)
