@@ -19,7 +19,7 @@
 #                           [--strongswan-window N] [--strongswan-threads N]
 #                           [--strongswan-mode async|blocking]
 #                           [--rounds N] [--json]
-#                           [--only strait|strongswan]
+#                           [--only strait|strongswan] [--no-cpu-groups]
 #                           [--bench PATH] [--driver PATH]
 # Needs root (namespaces). Exit status 0 when both sides completed
 # handshakes without failures.
@@ -33,6 +33,7 @@ SS_THREADS=16
 SS_MODE=async
 ROUNDS=1
 ONLY=
+CPU_GROUPS=1
 JSON=0
 BENCH=
 DRIVER=
@@ -49,6 +50,7 @@ while (($#)); do
     --strongswan-mode) SS_MODE=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
+    --no-cpu-groups) CPU_GROUPS=0; shift ;;
     --json) JSON=1; shift ;;
     --bench) BENCH=$2; shift 2 ;;
     --driver) DRIVER=$2; shift 2 ;;
@@ -107,6 +109,39 @@ PID_R=
 
 log() { echo "handshake_bench.sh: $*" >&2; }
 
+# Equal CPU shares. The scheduler divides CPU time by thread, so on a busy
+# machine charon's many threads would win a larger share of the cores than
+# handshake_bench's two. Each contender (handshake_bench; both charons with
+# the vici driver) runs in its own cpu cgroup with the weight of two busy
+# threads instead, whatever its thread count. Without a writable cpu
+# controller (or with --no-cpu-groups) everything stays where it is.
+CG_STRAIT=
+CG_SWAN=
+make_cpu_group() {  # make_cpu_group NAME: prints the group's folder
+  local g
+  if [[ -w /sys/fs/cgroup/cpu/cgroup.procs && -e /sys/fs/cgroup/cpu/cpu.shares ]]; then
+    g=/sys/fs/cgroup/cpu/$1
+    mkdir "$g" && echo 2048 >"$g/cpu.shares" || return 1
+  elif [[ -w /sys/fs/cgroup/cgroup.procs ]] && grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; then
+    g=/sys/fs/cgroup/$1
+    mkdir "$g" && echo 200 >"$g/cpu.weight" || return 1
+  else
+    return 1
+  fi
+  echo "$g"
+}
+in_group() {  # in_group GROUP COMMAND...: runs COMMAND in GROUP (if any)
+  if [[ -n $1 ]]; then
+    sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$@"
+  else
+    "${@:2}"
+  fi
+}
+remove_cpu_groups() {
+  local g
+  for g in "$CG_STRAIT" "$CG_SWAN"; do [[ -n $g ]] && rmdir "$g" 2>/dev/null; done
+}
+
 stop_charons() {
   local p
   for p in $PID_I $PID_R; do kill "$p" 2>/dev/null; done
@@ -120,6 +155,7 @@ cleanup() {
   stop_charons
   ip netns del "$NS_I" 2>/dev/null
   ip netns del "$NS_R" 2>/dev/null
+  remove_cpu_groups
   if [[ -n ${TEST_UNDECLARED_OUTPUTS_DIR:-} ]]; then cp -r "$WORK" "$TEST_UNDECLARED_OUTPUTS_DIR/" 2>/dev/null; fi
   if [[ -n $KEEP ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
@@ -130,7 +166,7 @@ trap 'exit 1' INT TERM
 
 run_strait() {  # run_strait ROUND
   local out=$WORK/strait-$1.json
-  if ! "$BENCH" --duration "${DURATION}s" --warmup "${WARMUP}s" --window "$WINDOW" --json \
+  if ! in_group "$CG_STRAIT" "$BENCH" --duration "${DURATION}s" --warmup "${WARMUP}s" --window "$WINDOW" --json \
     >"$out" 2>"$WORK/strait-$1.err"; then
     log "handshake_bench failed:"; cat "$out" "$WORK/strait-$1.err" >&2
     return 1
@@ -215,6 +251,7 @@ charon {
       net = 0
       knl = 0
       time_format = %T
+      flush_line = $([[ $2 -ge 0 ]] && echo yes || echo no)
     }
   }
   syslog {
@@ -272,7 +309,10 @@ swanctl_at() {  # swanctl_at SIDE COMMAND [ARGS]
 
 start_charon() {  # start_charon SIDE NAMESPACE; sets PID_I or PID_R
   : >"$WORK/$1/charon.log"
-  STRONGSWAN_CONF=$WORK/$1/strongswan.conf ip netns exec "$2" unshare -m sh -c \
+  # Not through in_group: $! must be charon itself (each step execs the next).
+  local group=()
+  [[ -n $CG_SWAN ]] && group=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG_SWAN")
+  STRONGSWAN_CONF=$WORK/$1/strongswan.conf "${group[@]}" ip netns exec "$2" unshare -m sh -c \
     'mount -t tmpfs tmpfs /run && mkdir -p /run/strongswan && exec "$0"' "$CHARON" \
     >"$WORK/$1/charon.stdout" 2>&1 &
   local pid=$!
@@ -297,7 +337,7 @@ start_charons() {
 }
 
 driver() {  # driver ARGS...
-  python3 "$DRIVER" --uri "$WORK/i/charon.vici" --peer-uri "$WORK/r/charon.vici" "$@"
+  in_group "$CG_SWAN" python3 "$DRIVER" --uri "$WORK/i/charon.vici" --peer-uri "$WORK/r/charon.vici" "$@"
 }
 
 # A few handshakes with IKE logging at level 1; the logs must show, for each,
@@ -351,6 +391,11 @@ run_strongswan() {  # run_strongswan ROUND
 }
 
 mkdir -p "$WORK/i" "$WORK/r"
+if ((CPU_GROUPS)); then
+  CG_STRAIT=$(make_cpu_group "strait-hsb-$TAG-strait") &&
+    CG_SWAN=$(make_cpu_group "strait-hsb-$TAG-strongswan") ||
+    { remove_cpu_groups; CG_STRAIT=; CG_SWAN=; log "no cpu cgroups here: CPU shares follow thread counts"; }
+fi
 if [[ $ONLY != strait ]]; then
   make_pki || { log "making certificates failed"; exit 1; }
   make_netns || exit 1
