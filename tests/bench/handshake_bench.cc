@@ -114,12 +114,16 @@ struct HeaderView {
 
 uint64_t ReadU64(const uint8_t* p) {
   uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | p[i];
+  for (int i = 0; i < 8; ++i) {
+    v = (v << 8) | p[i];
+  }
   return v;
 }
 
 bool ParseHeader(absl::Span<const uint8_t> d, HeaderView* h) {
-  if (d.size() < kIkeHeaderSize) return false;
+  if (d.size() < kIkeHeaderSize) {
+    return false;
+  }
   h->spi_i = ReadU64(d.data());
   h->spi_r = ReadU64(d.data() + 8);
   h->exchange = d[18];
@@ -140,9 +144,13 @@ class UdpSocket {
   static absl::StatusOr<std::unique_ptr<UdpSocket>> Create(const Endpoint& local) {
     sockaddr_storage ss;
     const socklen_t len = ToSockaddr(local, &ss);
-    if (len == 0) return absl::InvalidArgumentError("bad local address");
+    if (len == 0) {
+      return absl::InvalidArgumentError("bad local address");
+    }
     const int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
+    if (fd < 0) {
+      return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
+    }
     auto sock = std::unique_ptr<UdpSocket>(new UdpSocket(fd));
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &kSocketBuffer, sizeof(kSocketBuffer));
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &kSocketBuffer, sizeof(kSocketBuffer));
@@ -176,7 +184,9 @@ class UdpSocket {
     const ssize_t n =
         recvfrom(fd_, data->data(), data->size(), 0, reinterpret_cast<sockaddr*>(&ss), &len);
     if (n < 0) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) ++receive_errors_;
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        ++receive_errors_;
+      }
       return false;
     }
     data->resize(static_cast<size_t>(n));
@@ -358,8 +368,12 @@ class InitiatorLoop {
       if (!open && cpu_started && report_.cpu_in_window == absl::ZeroDuration()) {
         report_.cpu_in_window = ThreadCpu() - cpu_at_start;
       }
-      if (!open && (in_flight_.empty() || now >= schedule_.drain_end)) break;
-      while (open && in_flight_.size() < static_cast<size_t>(window_)) StartOne();
+      if (!open && (in_flight_.empty() || now >= schedule_.drain_end)) {
+        break;
+      }
+      while (open && in_flight_.size() < static_cast<size_t>(window_)) {
+        StartOne();
+      }
 
       socket_.Wait(std::max(absl::ZeroDuration(), next_sweep - clock.Now()));
       while (socket_.Receive(&data, &from)) {
@@ -377,13 +391,17 @@ class InitiatorLoop {
         Pump(it->first);
         // Keep the window full between datagrams, not only between polls.
         if (clock.Now() < schedule_.window_end) {
-          while (in_flight_.size() < static_cast<size_t>(window_)) StartOne();
+          while (in_flight_.size() < static_cast<size_t>(window_)) {
+            StartOne();
+          }
         }
       }
       if (clock.Now() >= next_sweep) {
         const absl::Time t = clock.Now();
         std::vector<uint64_t> spis;
-        for (auto& [spi, flight] : in_flight_) spis.push_back(spi);
+        for (auto& [spi, flight] : in_flight_) {
+          spis.push_back(spi);
+        }
         for (uint64_t spi : spis) {
           in_flight_[spi].engine->Tick(t);
           Pump(spi);
@@ -391,7 +409,9 @@ class InitiatorLoop {
         next_sweep = t + kSweepInterval;
       }
     }
-    for (auto& [spi, flight] : in_flight_) AddEngineCounters(flight.engine->counters(), &report_);
+    for (auto& [spi, flight] : in_flight_) {
+      AddEngineCounters(flight.engine->counters(), &report_);
+    }
     report_.socket_errors = socket_.receive_errors() + socket_.send_errors();
   }
 
@@ -425,7 +445,9 @@ class InitiatorLoop {
       ++report_.failures["INTERNAL_ERROR"];
       return;
     }
-    for (const auto& d : out) socket_.Send(d.data, d.to);
+    for (const auto& d : out) {
+      socket_.Send(d.data, d.to);
+    }
     in_flight_[h.spi_i] = Flight{*std::move(engine), started};
     Pump(h.spi_i);  // Events, if Initiate() failed.
   }
@@ -435,7 +457,9 @@ class InitiatorLoop {
   void Pump(uint64_t spi) {
     auto it = in_flight_.find(spi);
     ike::Engine& engine = *it->second.engine;
-    for (const auto& d : engine.TakeDatagrams()) socket_.Send(d.data, d.to);
+    for (const auto& d : engine.TakeDatagrams()) {
+      socket_.Send(d.data, d.to);
+    }
     bool ended = false;
     for (const EngineEvent& e : engine.TakeEvents()) {
       NoteSuite(e, &report_);
@@ -497,7 +521,9 @@ class ResponderLoop {
     Endpoint from;
     while (!stop.load(std::memory_order_relaxed)) {
       socket_.Wait(std::max(absl::ZeroDuration(), next_sweep - clock.Now()));
-      while (socket_.Receive(&data, &from)) Dispatch(data, from);
+      while (socket_.Receive(&data, &from)) {
+        Dispatch(data, from);
+      }
       const absl::Time now = clock.Now();
       if (!cpu_started && now >= schedule_.window_start) {
         cpu_started = true;
@@ -512,7 +538,9 @@ class ResponderLoop {
         next_sweep = now + kSweepInterval;
       }
     }
-    for (auto& [spi, sa] : sas_) AddEngineCounters(sa.engine->counters(), &report_);
+    for (auto& [spi, sa] : sas_) {
+      AddEngineCounters(sa.engine->counters(), &report_);
+    }
     report_.socket_errors = socket_.receive_errors() + socket_.send_errors();
   }
 
@@ -562,28 +590,30 @@ class ResponderLoop {
     (*engine)->HandleDatagram(data, from);
     std::vector<ike::OutboundDatagram> out = (*engine)->TakeDatagrams();
     HeaderView h;
-    const bool kept = (*engine)->state() == ike::Engine::State::kAuthWait && !out.empty() &&
+    const bool keep = (*engine)->state() == ike::Engine::State::kAuthWait && !out.empty() &&
                       ParseHeader(out[0].data, &h) && h.spi_r != 0 && !sas_.contains(h.spi_r);
-    if (kept) {
-      // Registered before the response leaves, so that the IKE_AUTH request
-      // finds it.
-      half_open_[key] = h.spi_r;
-      sas_[h.spi_r] = Sa{*std::move(engine), key.first, from};
-      ++started_;
-    }
-    for (const auto& d : out) socket_.Send(d.data, d.to);
-    if (kept) {
-      Pump(h.spi_r);
-    } else {
+    if (!keep) {
       // Refused statelessly (NO_PROPOSAL_CHOSEN, INVALID_KE_PAYLOAD) or
       // failed: nothing to keep.
+      for (const auto& d : out) {
+        socket_.Send(d.data, d.to);
+      }
       for (const EngineEvent& e : (*engine)->TakeEvents()) {
         if (e.kind == EngineEvent::Kind::kFailed) {
           ++report_.failures[ike::FailureReasonName(e.reason)];
         }
       }
       AddEngineCounters((*engine)->counters(), &report_);
+      return;
     }
+    // Registered before the response leaves, so that the IKE_AUTH request
+    // finds it.
+    half_open_[key] = h.spi_r;
+    sas_[h.spi_r] = Sa{*std::move(engine), key.first, from};
+    for (const auto& d : out) {
+      socket_.Send(d.data, d.to);
+    }
+    Pump(h.spi_r);
   }
 
   void Deliver(uint64_t spi_r, const Bytes& data, const Endpoint& from) {
@@ -611,11 +641,15 @@ class ResponderLoop {
         End(spi_r, sa, RealClock::Get().Now());
       }
     }
-    for (const auto& d : sa.engine->TakeDatagrams()) socket_.Send(d.data, d.to);
+    for (const auto& d : sa.engine->TakeDatagrams()) {
+      socket_.Send(d.data, d.to);
+    }
   }
 
   void End(uint64_t spi_r, Sa& sa, absl::Time forget_at) {
-    if (sa.ended) return;
+    if (sa.ended) {
+      return;
+    }
     sa.ended = true;
     half_open_.erase(InitKey{sa.spi_i, {sa.peer.address, sa.peer.port}});
     expiry_.push_back({forget_at, spi_r});
@@ -625,7 +659,9 @@ class ResponderLoop {
     // Timers run only on half-open SAs (the give-up deadline).
     std::vector<uint64_t> half_open;
     half_open.reserve(half_open_.size());
-    for (const auto& [key, spi_r] : half_open_) half_open.push_back(spi_r);
+    for (const auto& [key, spi_r] : half_open_) {
+      half_open.push_back(spi_r);
+    }
     for (uint64_t spi_r : half_open) {
       sas_[spi_r].engine->Tick(now);
       Pump(spi_r);
@@ -649,7 +685,6 @@ class ResponderLoop {
   absl::flat_hash_map<uint64_t, Sa> sas_;
   std::map<InitKey, uint64_t> half_open_;
   std::deque<std::pair<absl::Time, uint64_t>> expiry_;
-  uint64_t started_ = 0;
   SideReport report_;
 };
 
@@ -679,12 +714,16 @@ std::string JsonString(absl::string_view s) {
 
 std::string FailuresText(const std::map<std::string, uint64_t>& failures) {
   std::vector<std::string> parts;
-  for (const auto& [reason, n] : failures) parts.push_back(absl::StrCat(reason, " ", n));
+  parts.reserve(failures.size());
+  for (const auto& [reason, n] : failures) {
+    parts.push_back(absl::StrCat(reason, " ", n));
+  }
   return parts.empty() ? "none" : absl::StrJoin(parts, ", ");
 }
 
 std::string FailuresJson(const std::map<std::string, uint64_t>& failures) {
   std::vector<std::string> parts;
+  parts.reserve(failures.size());
   for (const auto& [reason, n] : failures) {
     parts.push_back(absl::StrCat(JsonString(reason), ":", n));
   }
@@ -768,48 +807,50 @@ double Rate(const Result& r) {
 
 // Milliseconds of the side's thread CPU time per handshake in the window.
 std::string CpuPerHandshake(const SideReport& side, uint64_t handshakes, const char* none) {
-  if (handshakes == 0) return none;
+  if (handshakes == 0) {
+    return none;
+  }
   return absl::StrFormat("%.3f", Ms(side.cpu_in_window) / static_cast<double>(handshakes));
 }
 
 void PrintText(const Result& r) {
   const uint64_t n = r.initiator.established_in_window;
-  std::printf(
+  absl::PrintF(
       "strait<->strait handshake_bench: window %d, warm-up %s, measured %s, IKE %s, ESP %s, "
       "ECDSA P-256 certificates\n",
-      r.window, absl::FormatDuration(r.warmup).c_str(), absl::FormatDuration(r.duration).c_str(),
-      absl::GetFlag(FLAGS_ike_proposals).c_str(), absl::GetFlag(FLAGS_esp_proposals).c_str());
-  std::printf("negotiated: IKE %s, ESP %s, auth initiator %s / responder %s (%llu mismatched)\n",
-              r.initiator.ike_suite.c_str(), r.initiator.esp_suite.c_str(),
-              r.initiator.auth_method.c_str(), r.responder.auth_method.c_str(),
-              static_cast<unsigned long long>(r.initiator.mismatched + r.responder.mismatched));
-  std::printf("handshakes: %llu in %.2f s = %.1f handshakes/s\n",
-              static_cast<unsigned long long>(n), absl::ToDoubleSeconds(r.duration), Rate(r));
+      r.window, absl::FormatDuration(r.warmup), absl::FormatDuration(r.duration),
+      absl::GetFlag(FLAGS_ike_proposals), absl::GetFlag(FLAGS_esp_proposals));
+  absl::PrintF("negotiated: IKE %s, ESP %s, auth initiator %s / responder %s (%d mismatched)\n",
+               r.initiator.ike_suite, r.initiator.esp_suite, r.initiator.auth_method,
+               r.responder.auth_method, r.initiator.mismatched + r.responder.mismatched);
+  absl::PrintF("handshakes: %d in %.2f s = %.1f handshakes/s\n", n,
+               absl::ToDoubleSeconds(r.duration), Rate(r));
   if (!r.latencies.empty()) {
     absl::Duration sum;
-    for (absl::Duration d : r.latencies) sum += d;
-    std::printf("latency: mean %.2f ms, p50 %.2f ms, p99 %.2f ms\n",
-                Ms(sum / static_cast<int64_t>(r.latencies.size())),
-                Ms(Percentile(r.latencies, 0.5)), Ms(Percentile(r.latencies, 0.99)));
+    for (absl::Duration d : r.latencies) {
+      sum += d;
+    }
+    absl::PrintF("latency: mean %.2f ms, p50 %.2f ms, p99 %.2f ms\n",
+                 Ms(sum / static_cast<int64_t>(r.latencies.size())),
+                 Ms(Percentile(r.latencies, 0.5)), Ms(Percentile(r.latencies, 0.99)));
   }
-  std::printf("cpu per handshake: initiator thread %s ms, responder thread %s ms\n",
-              CpuPerHandshake(r.initiator, n, "n/a").c_str(),
-              CpuPerHandshake(r.responder, n, "n/a").c_str());
-  std::printf(
-      "failures: initiator %s; responder %s; one-sided %llu, unclaimed %llu; retransmits %llu; "
-      "dropped %llu\n",
-      FailuresText(r.initiator.failures).c_str(), FailuresText(r.responder.failures).c_str(),
-      static_cast<unsigned long long>(r.one_sided), static_cast<unsigned long long>(r.unclaimed),
-      static_cast<unsigned long long>(r.initiator.retransmits + r.responder.retransmits),
-      static_cast<unsigned long long>(r.initiator.engine_drops + r.responder.engine_drops +
-                                      r.initiator.unknown_spi_dropped +
-                                      r.responder.unknown_spi_dropped));
+  absl::PrintF("cpu per handshake: initiator thread %s ms, responder thread %s ms\n",
+               CpuPerHandshake(r.initiator, n, "n/a"), CpuPerHandshake(r.responder, n, "n/a"));
+  absl::PrintF(
+      "failures: initiator %s; responder %s; one-sided %d, unclaimed %d; retransmits %d; "
+      "dropped %d\n",
+      FailuresText(r.initiator.failures), FailuresText(r.responder.failures), r.one_sided,
+      r.unclaimed, r.initiator.retransmits + r.responder.retransmits,
+      r.initiator.engine_drops + r.responder.engine_drops + r.initiator.unknown_spi_dropped +
+          r.responder.unknown_spi_dropped);
 }
 
 void PrintJson(const Result& r) {
   const uint64_t n = r.initiator.established_in_window;
   absl::Duration sum;
-  for (absl::Duration d : r.latencies) sum += d;
+  for (absl::Duration d : r.latencies) {
+    sum += d;
+  }
   const bool have = !r.latencies.empty();
   std::string out = absl::StrCat(
       "{\"implementation\":\"strait\",\"window\":", r.window,
@@ -830,19 +871,23 @@ void PrintJson(const Result& r) {
       ",\"responder\":", FailuresJson(r.responder.failures), "}", ",\"one_sided\":", r.one_sided,
       ",\"unclaimed\":", r.unclaimed,
       ",\"retransmits\":", r.initiator.retransmits + r.responder.retransmits, "}");
-  std::printf("%s\n", out.c_str());
+  absl::PrintF("%s\n", out);
 }
 
 int Main(int argc, char** argv) {
   ParsedFlags flags = ParseFlags({kUsage, {"tests/bench/"}, "handshake_bench (Strait)"},
                                  NormalizeFlagNames(std::vector<std::string>(argv, argv + argc)));
-  if (flags.exit_now) return 0;
+  if (flags.exit_now) {
+    return 0;
+  }
   if (absl::Status s = SetLogLevelFromFlag(absl::GetFlag(FLAGS_log_level)); !s.ok()) {
     std::fprintf(stderr, "handshake_bench: %s\n", std::string(s.message()).c_str());
     return 2;
   }
   int window = absl::GetFlag(FLAGS_window);
-  if (window <= 0) window = std::max(4, 2 * static_cast<int>(std::thread::hardware_concurrency()));
+  if (window <= 0) {
+    window = std::max(4, 2 * static_cast<int>(std::thread::hardware_concurrency()));
+  }
   const absl::Duration duration = absl::GetFlag(FLAGS_duration);
   const absl::Duration warmup = absl::GetFlag(FLAGS_warmup);
   if (duration <= absl::ZeroDuration() || warmup < absl::ZeroDuration()) {
