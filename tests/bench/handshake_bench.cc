@@ -257,6 +257,7 @@ class CountingSink : public ike::ChildSaSink {
     ++installed_;
     return absl::OkStatus();
   }
+  absl::Status RemoveChildSa(const ike::ChildSa&) override { return absl::OkStatus(); }
 
   uint64_t installed() const { return installed_; }
 
