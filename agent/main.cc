@@ -20,6 +20,7 @@
 #include "agent/applier_impl.h"
 #include "agent/dataplane_factory.h"
 #include "agent/ike_runner.h"
+#include "agent/instrumented_dataplane.h"
 #include "agent/intent_file.h"
 #include "agent/metrics.h"
 #include "agent/session_impl.h"
@@ -208,6 +209,7 @@ int main(int argc, char** argv) {
     return UsageError(absl::StrCat("--dataplane: ", dataplane_kind.status().message()));
   strait::agent::EspSocketBridge esp_bridge;
   strait::agent::DataplaneSetup dataplane_setup;
+  std::unique_ptr<strait::agent::InstrumentedDataplane> counted_dataplane;
   std::unique_ptr<strait::agent::IkeRunner> ike_runner;
   if (absl::GetFlag(FLAGS_enable_ike)) {
     absl::StatusOr<strait::agent::DataplaneSetup> setup = strait::agent::CreateDataplane(
@@ -232,6 +234,8 @@ int main(int argc, char** argv) {
         .With("dataplane", strait::agent::DataplaneKindName(dataplane_setup.kind))
         .With("detail", dataplane_setup.detail);
     metrics.SetDataplane(strait::agent::DataplaneKindName(dataplane_setup.kind));
+    counted_dataplane = std::make_unique<strait::agent::InstrumentedDataplane>(
+        *dataplane_setup.dataplane, *registry);
     strait::agent::IkeRunnerOptions ike_options;
     if (dataplane_setup.kind == strait::agent::DataplaneKind::kUserspace) {
       ike_options.force_encapsulation = true;
@@ -247,7 +251,7 @@ int main(int argc, char** argv) {
     ike_options.certificates.certificate_file = absl::GetFlag(FLAGS_ike_certificate);
     ike_options.certificates.private_key_file = absl::GetFlag(FLAGS_ike_private_key);
     absl::StatusOr<std::unique_ptr<strait::agent::IkeRunner>> runner =
-        strait::agent::IkeRunner::Create(node, applier, *dataplane_setup.dataplane,
+        strait::agent::IkeRunner::Create(node, applier, *counted_dataplane,
                                          strait::RealClock::Get(), ike_metrics, ike_options);
     if (!runner.ok()) {
       LOG_ERROR("cannot start IKE").With("node", node).With("error", runner.status().ToString());
