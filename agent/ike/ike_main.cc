@@ -232,6 +232,13 @@ bool Absorb(std::vector<EngineEvent> events, Outcome* o) {
         o->child = std::move(e);
         decided = true;
         break;
+      case EngineEvent::Kind::kChildSaDeleted:
+      case EngineEvent::Kind::kChildSaRekeyFailed:
+        break;
+      case EngineEvent::Kind::kDeleted:
+        e.reason = e.by_peer ? strait::ike::FailureReason::kDeletedByPeer
+                             : strait::ike::FailureReason::kInternalError;
+        [[fallthrough]];
       case EngineEvent::Kind::kFailed:
         o->established = false;
         o->child.reset();

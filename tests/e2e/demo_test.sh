@@ -37,15 +37,18 @@ for _ in $(seq 300); do
 done
 grep -q "Strait demo is running" "$WORK/demo.out" || fail "demo did not come up in 30 s"
 
-curl -fsS "http://$METRICS/metrics" | grep -Eq '^strait_controller_agents_connected 2(\.0+)?$' ||
+controller_metrics=$(curl -fsS "http://$METRICS/metrics") || fail "no controller metrics"
+grep -Eq '^strait_controller_agents_connected 2(\.0+)?$' <<<"$controller_metrics" ||
   fail "controller does not report 2 agents"
+# Fetched whole first: grep -q closing the pipe early would fail curl.
 for addr in 198.51.100.11 198.51.100.12; do
-  curl -fsS "http://$addr:9444/metrics" | grep -q '^strait_agent_tunnels' ||
-    fail "agent metrics at $addr missing"
+  metrics=$(curl -fsS "http://$addr:9444/metrics") || fail "no agent metrics at $addr"
+  grep -q '^strait_agent_tunnels' <<<"$metrics" || fail "agent metrics at $addr missing"
 done
 grep -q "a-to-b" "$WORK/demo.out" || fail "tunnels not listed"
 grep -Eq "^a-to-b .*ESTABLISHED/ESTABLISHED" "$WORK/demo.out" || fail "a-to-b is not ESTABLISHED at both ends"
-curl -fsS "http://198.51.100.11:9444/metrics" | grep -Eq '^strait_agent_ike_sas\{state="established"\} 1(\.0+)?$' ||
+metrics=$(curl -fsS "http://198.51.100.11:9444/metrics") || fail "no agent metrics at node-a"
+grep -Eq '^strait_agent_ike_sas\{state="established"\} 1(\.0+)?$' <<<"$metrics" ||
   fail "node-a does not report its IKE SA"
 
 kill -TERM "$demo"
