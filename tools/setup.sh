@@ -15,6 +15,8 @@ packages=(
   # bring openssl and gcm, which AES-GCM and ECP groups need
   strongswan-charon strongswan-swanctl libcharon-extra-plugins
   libstrongswan-extra-plugins libstrongswan-standard-plugins
+  # kernel ESP tests in a VM on Debian's own kernel (tools/vm/)
+  qemu-system-x86 busybox-static cpio kmod
 )
 
 missing=()

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
+tools/vm/setup.sh >/dev/null # the VM kernel for //tests/vm:kernel_esp_test
 tools/check_format.sh
 bazel build //...
 bazel test //... "$@"
