@@ -3,7 +3,9 @@
 
 // A Dataplane that forwards to another and counts every operation in
 // strait_agent_dataplane_operations_total{op,result} (result "ok" or the
-// status code, e.g. "NOT_FOUND").
+// status code, e.g. "NOT_FOUND"). With a PeerRouteTable (the XFRM
+// backend) it also routes each out policy's destination the way its
+// tunnel's peer is routed, since the kernel routes before XFRM.
 
 #include <functional>
 #include <string>
@@ -11,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "dataplane/dataplane.h"
+#include "dataplane/tun_device.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/registry.h"
@@ -20,7 +23,8 @@ namespace strait::agent {
 class InstrumentedDataplane : public dataplane::Dataplane {
  public:
   // `inner` and `registry` must outlive this object.
-  InstrumentedDataplane(dataplane::Dataplane& inner, prometheus::Registry& registry);
+  InstrumentedDataplane(dataplane::Dataplane& inner, prometheus::Registry& registry,
+                        dataplane::PeerRouteTable* routes = nullptr);
 
   std::string name() const override { return inner_.name(); }
   absl::Status AddSa(const dataplane::SaConfig& sa) override;
@@ -36,6 +40,9 @@ class InstrumentedDataplane : public dataplane::Dataplane {
 
  private:
   absl::Status Count(const char* op, absl::Status status);
+  void Route(const dataplane::PolicyConfig& policy);
+
+  dataplane::PeerRouteTable* routes_;
 
   dataplane::Dataplane& inner_;
   prometheus::Family<prometheus::Counter>& operations_;

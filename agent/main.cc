@@ -209,6 +209,7 @@ int main(int argc, char** argv) {
     return UsageError(absl::StrCat("--dataplane: ", dataplane_kind.status().message()));
   strait::agent::EspSocketBridge esp_bridge;
   strait::agent::DataplaneSetup dataplane_setup;
+  std::unique_ptr<strait::dataplane::PeerRouteTable> peer_routes;
   std::unique_ptr<strait::agent::InstrumentedDataplane> counted_dataplane;
   std::unique_ptr<strait::agent::IkeRunner> ike_runner;
   if (absl::GetFlag(FLAGS_enable_ike)) {
@@ -234,8 +235,17 @@ int main(int argc, char** argv) {
         .With("dataplane", strait::agent::DataplaneKindName(dataplane_setup.kind))
         .With("detail", dataplane_setup.detail);
     metrics.SetDataplane(strait::agent::DataplaneKindName(dataplane_setup.kind));
+    if (dataplane_setup.kind == strait::agent::DataplaneKind::kXfrm) {
+      absl::StatusOr<std::unique_ptr<strait::dataplane::PeerRouteTable>> routes =
+          strait::dataplane::PeerRouteTable::Create();
+      if (!routes.ok()) {
+        LOG_ERROR("cannot open rtnetlink for routes").With("error", routes.status().ToString());
+        return kExitFailure;
+      }
+      peer_routes = *std::move(routes);
+    }
     counted_dataplane = std::make_unique<strait::agent::InstrumentedDataplane>(
-        *dataplane_setup.dataplane, *registry);
+        *dataplane_setup.dataplane, *registry, peer_routes.get());
     strait::agent::IkeRunnerOptions ike_options;
     if (dataplane_setup.kind == strait::agent::DataplaneKind::kUserspace) {
       ike_options.force_encapsulation = true;

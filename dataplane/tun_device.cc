@@ -180,9 +180,10 @@ Address Masked(Address a, uint8_t length) {
 
 }  // namespace
 
-absl::StatusOr<Address> TunDevice::FindLocalAddress(const Address& prefix, uint8_t length) {
-  absl::MutexLock lock(&netlink_mu_);
-  Rtnetlink& nl = *netlink_;
+namespace {
+
+// An address of this host inside prefix/length (NotFound when none).
+absl::StatusOr<Address> FindLocalAddressWith(Rtnetlink& nl, const Address& prefix, uint8_t length) {
   nlmsghdr* nlh = nl.Start(RTM_GETADDR, NLM_F_DUMP, sizeof(ifaddrmsg));
   auto* ifa = static_cast<ifaddrmsg*>(mnl_nlmsg_get_payload(nlh));
   ifa->ifa_family = prefix.size() == 4 ? AF_INET : AF_INET6;
@@ -225,6 +226,13 @@ absl::StatusOr<Address> TunDevice::FindLocalAddress(const Address& prefix, uint8
   }));
   if (!found.has_value()) return absl::NotFoundError("no local address inside the prefix");
   return *found;
+}
+
+}  // namespace
+
+absl::StatusOr<Address> TunDevice::FindLocalAddress(const Address& prefix, uint8_t length) {
+  absl::MutexLock lock(&netlink_mu_);
+  return FindLocalAddressWith(*netlink_, prefix, length);
 }
 
 absl::StatusOr<std::unique_ptr<TunDevice>> TunDevice::Create(const TunOptions& options) {
@@ -333,6 +341,108 @@ absl::Status TunDevice::DeleteRoute(const Selector& selector) {
   return ChangeRoute(*netlink_, RTM_DELROUTE, 0, index_, table_,
                      Masked(selector.destination, selector.destination_prefix),
                      selector.destination_prefix, {});
+}
+
+// --- PeerRouteTable ---
+
+PeerRouteTable::PeerRouteTable() = default;
+PeerRouteTable::~PeerRouteTable() = default;
+
+absl::StatusOr<std::unique_ptr<PeerRouteTable>> PeerRouteTable::Create() {
+  std::unique_ptr<PeerRouteTable> table(new PeerRouteTable());
+  ASSIGN_OR_RETURN(std::unique_ptr<Rtnetlink> nl, Rtnetlink::Open());
+  absl::MutexLock lock(&table->mu_);
+  table->netlink_ = std::move(nl);
+  return table;
+}
+
+absl::Status PeerRouteTable::AddRoute(const Selector& selector, const Address& peer) {
+  RETURN_IF_ERROR(ValidateSelector(selector));
+  if (peer.size() != selector.destination.size()) {
+    return absl::InvalidArgumentError("peer and selector differ in family");
+  }
+  absl::MutexLock lock(&mu_);
+  Rtnetlink& nl = *netlink_;
+  const int family = peer.size() == 4 ? AF_INET : AF_INET6;
+  // How the kernel reaches the peer: its device and gateway.
+  nlmsghdr* get = nl.Start(RTM_GETROUTE, 0, sizeof(rtmsg));
+  auto* query = static_cast<rtmsg*>(mnl_nlmsg_get_payload(get));
+  query->rtm_family = static_cast<uint8_t>(family);
+  query->rtm_dst_len = static_cast<uint8_t>(peer.size() * 8);
+  RETURN_IF_ERROR(
+      CheckedPut(mnl_attr_put_check(get, nl.capacity(), RTA_DST, peer.size(), peer.data())));
+  struct Path {
+    size_t size;
+    uint32_t oif = 0;
+    Address gateway;
+  } path{peer.size()};
+  RETURN_IF_ERROR(nl.Run(get, "route to the peer", [&path](const nlmsghdr* message) {
+    if (message->nlmsg_type != RTM_NEWROUTE) return;
+    mnl_attr_parse(
+        message, sizeof(rtmsg),
+        [](const nlattr* attr, void* data) {
+          auto* out = static_cast<Path*>(data);
+          const uint16_t type = mnl_attr_get_type(attr);
+          if (type == RTA_OIF && mnl_attr_get_payload_len(attr) == 4) {
+            out->oif = mnl_attr_get_u32(attr);
+          } else if (type == RTA_GATEWAY && mnl_attr_get_payload_len(attr) == out->size) {
+            const auto* bytes = static_cast<const uint8_t*>(mnl_attr_get_payload(attr));
+            out->gateway.assign(bytes, bytes + out->size);
+          }
+          return MNL_CB_OK;
+        },
+        &path);
+  }));
+  if (path.oif == 0) return absl::NotFoundError("no route to the tunnel's peer");
+  Address source;
+  if (selector.source_prefix > 0) {
+    absl::StatusOr<Address> local =
+        FindLocalAddressWith(nl, selector.source, selector.source_prefix);
+    if (local.ok()) source = *local;
+  }
+  nlmsghdr* nlh = nl.Start(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, sizeof(rtmsg));
+  auto* rtm = static_cast<rtmsg*>(mnl_nlmsg_get_payload(nlh));
+  rtm->rtm_family = static_cast<uint8_t>(family);
+  rtm->rtm_dst_len = selector.destination_prefix;
+  rtm->rtm_table = RT_TABLE_MAIN;
+  rtm->rtm_protocol = kStraitRouteProtocol;
+  rtm->rtm_scope = path.gateway.empty() ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE;
+  rtm->rtm_type = RTN_UNICAST;
+  const size_t cap = nl.capacity();
+  const Address destination = Masked(selector.destination, selector.destination_prefix);
+  if (selector.destination_prefix > 0) {
+    RETURN_IF_ERROR(
+        CheckedPut(mnl_attr_put_check(nlh, cap, RTA_DST, destination.size(), destination.data())));
+  }
+  RETURN_IF_ERROR(CheckedPut(mnl_attr_put_u32_check(nlh, cap, RTA_OIF, path.oif)));
+  if (!path.gateway.empty()) {
+    RETURN_IF_ERROR(CheckedPut(
+        mnl_attr_put_check(nlh, cap, RTA_GATEWAY, path.gateway.size(), path.gateway.data())));
+  }
+  if (!source.empty()) {
+    RETURN_IF_ERROR(
+        CheckedPut(mnl_attr_put_check(nlh, cap, RTA_PREFSRC, source.size(), source.data())));
+  }
+  return nl.Run(nlh, "add route to a remote selector");
+}
+
+absl::Status PeerRouteTable::DeleteRoute(const Selector& selector) {
+  RETURN_IF_ERROR(ValidateSelector(selector));
+  absl::MutexLock lock(&mu_);
+  Rtnetlink& nl = *netlink_;
+  nlmsghdr* nlh = nl.Start(RTM_DELROUTE, NLM_F_ACK, sizeof(rtmsg));
+  auto* rtm = static_cast<rtmsg*>(mnl_nlmsg_get_payload(nlh));
+  rtm->rtm_family = selector.destination.size() == 4 ? AF_INET : AF_INET6;
+  rtm->rtm_dst_len = selector.destination_prefix;
+  rtm->rtm_table = RT_TABLE_MAIN;
+  rtm->rtm_protocol = kStraitRouteProtocol;
+  rtm->rtm_scope = RT_SCOPE_NOWHERE;
+  const Address destination = Masked(selector.destination, selector.destination_prefix);
+  if (selector.destination_prefix > 0) {
+    RETURN_IF_ERROR(CheckedPut(
+        mnl_attr_put_check(nlh, nl.capacity(), RTA_DST, destination.size(), destination.data())));
+  }
+  return nl.Run(nlh, "delete route to a remote selector");
 }
 
 }  // namespace strait::dataplane

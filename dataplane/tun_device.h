@@ -88,6 +88,29 @@ class TunDevice : public PacketDevice, public RouteTable {
 };
 using TunDevicePtr = std::unique_ptr<TunDevice>;
 
+// Routes for the kernel XFRM dataplane: the kernel routes a packet before
+// XFRM sees it, so the remote selectors need a route, along the path to
+// the tunnel's peer (its gateway and device), with a preferred source
+// inside the local selector. Routes carry protocol kStraitRouteProtocol.
+// Thread-safe.
+class PeerRouteTable {
+ public:
+  static absl::StatusOr<std::unique_ptr<PeerRouteTable>> Create();
+  ~PeerRouteTable();
+  PeerRouteTable(const PeerRouteTable&) = delete;
+  PeerRouteTable& operator=(const PeerRouteTable&) = delete;
+
+  // Routes selector.destination/prefix the way `peer` is routed (replacing
+  // a route to the same prefix).
+  absl::Status AddRoute(const Selector& selector, const Address& peer);
+  absl::Status DeleteRoute(const Selector& selector);
+
+ private:
+  PeerRouteTable();
+  absl::Mutex mu_;
+  std::unique_ptr<tun_internal::Rtnetlink> netlink_ ABSL_GUARDED_BY(mu_);
+};
+
 }  // namespace strait::dataplane
 
 #endif  // STRAIT_DATAPLANE_TUN_DEVICE_H_

@@ -22,6 +22,9 @@ for arg in "$@"; do
   esac
 done
 IPERF_SECONDS=${IPERF_SECONDS:-30}
+# Waits stretch in a VM (software emulation, tools/vm/run_in_vm.sh).
+SLOW=1
+[[ -n ${STRAIT_IN_VM:-} ]] && SLOW=6
 
 for tool in ip iperf3 ping jq curl python3; do
   command -v "$tool" >/dev/null || { echo "FAIL: $tool not installed (tools/setup.sh)"; exit 1; }
@@ -31,7 +34,8 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 # Unix socket paths must stay under 108 bytes, so not in TEST_TMPDIR.
-WORK=$(mktemp -d /tmp/sdp.XXXXXX)
+# (In the VM /tmp is the host's 9p share, where sockets cannot live: /run.)
+WORK=$(mktemp -d "${STRAIT_E2E_TMP:-/tmp}/sdp.XXXXXX")
 P=sdp$$
 GW_A=$P-gwa GW_B=$P-gwb LAN_A=$P-lana LAN_B=$P-lanb
 PORT=$(free_port)
@@ -50,6 +54,14 @@ cleanup() {
 trap cleanup EXIT
 fail() {
   echo "FAIL: $*" >&2
+  if [[ $DATAPLANE == xfrm ]]; then
+    for ns in "$GW_A" "$GW_B"; do
+      echo "---- $ns: ip -s xfrm state / policy, xfrm_stat" >&2
+      ip -n "$ns" -s xfrm state >&2 || true
+      ip -n "$ns" xfrm policy >&2 || true
+      ip netns exec "$ns" cat /proc/net/xfrm_stat 2>/dev/null | grep -v " 0$" >&2 || true
+    done
+  fi
   for f in "$WORK"/*.log; do
     echo "---- $f (last 40 lines)" >&2
     tail -n 40 "$f" >&2
@@ -87,7 +99,7 @@ done
 "$CONTROLLER_BIN" --insecure --listen "127.0.0.1:$PORT,unix://$WORK/c.sock" \
   --data-dir "$WORK/controller" --metrics-listen "" >"$WORK/controller.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 200); do
+for _ in $(seq $((200 * SLOW))); do
   "$CTL_BIN" get nodes >/dev/null 2>&1 && break
   sleep 0.1
 done
@@ -131,7 +143,7 @@ phases() {
 }
 want="node-a=TUNNEL_PHASE_ESTABLISHED node-b=TUNNEL_PHASE_ESTABLISHED"
 got=""
-for _ in $(seq 300); do
+for _ in $(seq $((300 * SLOW))); do
   got=$(phases || true)
   [[ $got == "$want" ]] && break
   sleep 0.1
@@ -154,7 +166,7 @@ ip netns exec "$LAN_B" ping -c 5 -i 0.2 -W 2 10.1.0.2 >"$WORK/ping-ba.log" 2>&1 
   fail "ping 10.2.0.2 -> 10.1.0.2 failed"
 ip netns exec "$LAN_A" ping -c 3 -s 1400 -W 2 10.2.0.2 >"$WORK/ping-big.log" 2>&1 ||
   fail "a 1400-byte ping did not pass"
-sleep 2.5 # The agents read SA counters every 2 s.
+sleep $((3 * SLOW)) # The agents read SA counters every 2 s.
 packets_out_a=$(sa_sum a strait_agent_tunnel_esp_packets_total out)
 packets_in_b=$(sa_sum b strait_agent_tunnel_esp_packets_total in)
 ((packets_out_a >= 13 && packets_in_b >= 13)) ||
@@ -184,7 +196,7 @@ read -r sent received retransmits mbps < <(jq -r '[.end.sum_sent.bytes, .end.sum
 # second: each interval moved data.
 stalled=$(jq '[.intervals[].sum.bytes | select(. == 0)] | length' "$WORK/iperf.json")
 ((stalled == 0)) || fail "the TCP stream stalled in $stalled one-second intervals"
-sleep 2.5
+sleep $((3 * SLOW))
 bytes_out_a=$(sa_sum a strait_agent_tunnel_esp_bytes_total out)
 ((bytes_out_a >= received)) || fail "node-a's ESP SAs carried $bytes_out_a bytes, less than the $received iperf3 received"
 integrity=$(( $(sa_sum b strait_agent_sa_integrity_failures_total in) + $(sa_sum a strait_agent_sa_integrity_failures_total in) ))
