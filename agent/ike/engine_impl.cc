@@ -546,8 +546,12 @@ void EngineImpl::HandleRekeyResponse(const Message& plain) {
     e.reason = r.reason;
     e.detail = r.detail;
     events_.push_back(std::move(e));
-    // The peer's rekey of the same SA went through: it deletes the old SA.
-    if (peer.has_value()) return;
+    // The peer's rekey of the same SA went through: it deletes the old SA,
+    // and its new one is ours to rekey a period from now.
+    if (peer.has_value()) {
+      ScheduleRekey();
+      return;
+    }
     // TEMPORARY_FAILURE: soon (RFC 7296 §2.25); otherwise in a while.
     uint8_t b[1];
     random_.Fill(absl::MakeSpan(b));

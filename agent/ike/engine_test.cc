@@ -1123,6 +1123,34 @@ TEST(EngineRekeyTest, PfsMismatchKeepsTheOldSa) {
   EXPECT_EQ(pair.initiator().state(), Engine::State::kEstablished);
 }
 
+// Found by simulation_test (RekeyCollisionsSettleOnOneSa, seed 70): our
+// rekey crossed the peer's rekey of the same SA, the peer's went through
+// and deleted the old SA first, and ours then failed (CHILD_SA_NOT_FOUND).
+// The peer's new SA must still be rekeyed on our schedule.
+TEST(EngineRekeyTest, ScheduleSurvivesALostCollision) {
+  Side i, r;
+  i.child_rekey_after = absl::Seconds(60);
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run(absl::Seconds(1)));
+  // Our first CREATE_CHILD_SA (the third datagram) is lost; its
+  // retransmission arrives after the peer's rekey and DELETE.
+  pair.set_filter([](bool from_initiator, int index, const Bytes&) {
+    return from_initiator && index == 2 ? Pair::Fate::kDrop : Pair::Fate::kDeliver;
+  });
+  ASSERT_TRUE(pair.initiator().RekeyChild().ok());
+  ASSERT_TRUE(pair.responder().RekeyChild().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(5)));
+  const EngineEvent* failed = pair.FindEvent(true, Kind::kChildSaRekeyFailed);
+  ASSERT_NE(failed, nullptr);
+  EXPECT_EQ(failed->detail, "peer sent CHILD_SA_NOT_FOUND");
+  ExpectOneMirroredChild(pair);
+  ASSERT_TRUE(pair.initiator().next_child_rekey().has_value());
+  EXPECT_LE(*pair.initiator().next_child_rekey(), pair.clock().Now() + absl::Seconds(60));
+  ASSERT_TRUE(pair.Pump(absl::Seconds(60)));
+  EXPECT_EQ(pair.initiator().counters().child_rekeys_initiated, 1u);
+  ExpectOneMirroredChild(pair);
+}
+
 TEST(EngineRekeyTest, CollisionsSettleOnOneSaOverManySeeds) {
   int collisions = 0;
   for (uint64_t seed = 1; seed <= 200; ++seed) {
