@@ -225,12 +225,15 @@ void EngineImpl::ReportIkeSa() {
   events_.push_back(std::move(e));
 }
 
+void EngineImpl::SetEncapsulation(ChildSa& child) const {
+  if (!sa_.local_behind_nat && !sa_.remote_behind_nat) return;
+  child.udp_encapsulation = true;
+  child.local_port = config_.nat_t_port != 0 ? config_.nat_t_port : config_.local.port;
+  child.remote_port = remote_.port;
+}
+
 void EngineImpl::InstallChild(ChildSa& child) {
-  if (sa_.local_behind_nat || sa_.remote_behind_nat) {
-    child.udp_encapsulation = true;
-    child.local_port = config_.nat_t_port != 0 ? config_.nat_t_port : config_.local.port;
-    child.remote_port = remote_.port;
-  }
+  SetEncapsulation(child);
   if (absl::Status s = sink_.InstallChildSa(child); !s.ok()) {
     Fail(FailureReason::kInternalError, s.ToString());
     return;
@@ -547,8 +550,12 @@ void EngineImpl::HandleRekeyResponse(const Message& plain) {
     e.reason = r.reason;
     e.detail = r.detail;
     events_.push_back(std::move(e));
-    // The peer's rekey of the same SA went through: it deletes the old SA.
-    if (peer.has_value()) return;
+    // The peer's rekey of the same SA went through: it deletes the old SA,
+    // and its new one is ours to rekey a period from now.
+    if (peer.has_value()) {
+      ScheduleRekey();
+      return;
+    }
     // TEMPORARY_FAILURE: soon (RFC 7296 §2.25); otherwise in a while.
     uint8_t b[1];
     random_.Fill(absl::MakeSpan(b));
@@ -591,6 +598,8 @@ bool EngineImpl::LowestNonceIsOurs(const Bytes& our_ni, const Bytes& our_nr, con
 
 bool EngineImpl::InstallRekeyed(RekeyChildTask& task) {
   ChildSa& child = task.child();
+  // The peer's NAT mapping may have moved since the old SA was made.
+  SetEncapsulation(child);
   if (absl::Status s = sink_.InstallChildSa(child); !s.ok()) {
     LOG_WARNING("cannot install the rekeyed CHILD SA").With("error", s.ToString());
     return false;

@@ -108,6 +108,9 @@ class EngineImpl : public Engine {
   void Fail(FailureReason reason, absl::string_view detail);
   void ReportIkeSa();
   void InstallChild(ChildSa& child);
+  // ESP in UDP when a NAT is in the way: from our NAT-T port to the peer's
+  // port as it is now.
+  void SetEncapsulation(ChildSa& child) const;
 
   EngineConfig config_;
   Clock& clock_;

@@ -174,6 +174,9 @@ class Pair {
   }
 
   void set_filter(Filter f) { filter_ = std::move(f); }
+  // A NAT in front of the initiator maps it to this source port from now on
+  // (a new mapping after the old one timed out, say).
+  void set_initiator_nat_port(uint16_t port) { initiator_nat_port_ = port; }
 
   // Runs until nothing is in flight and no timer is pending. Returns false
   // when that did not happen within a generous bound (a hang).
@@ -253,6 +256,12 @@ class Pair {
       // port is the destination port.
       Endpoint source = from_ep;
       source.port = d.to.port;
+      if (initiator_nat_port_.has_value()) {
+        // Through the NAT the initiator comes from the mapped port; the
+        // responder answers from its NAT-T port.
+        if (from_initiator) source.port = *initiator_nat_port_;
+        if (!from_initiator && d.to.port == *initiator_nat_port_) source.port = 4500;
+      }
       to.HandleDatagram(d.data, source);
       if (fate == Fate::kDuplicate) to.HandleDatagram(d.data, source);
     }
@@ -274,6 +283,7 @@ class Pair {
   EnginePtr initiator_;
   EnginePtr responder_;
   Filter filter_;
+  std::optional<uint16_t> initiator_nat_port_;
   int index_i_ = 0;
   int index_r_ = 0;
 };
@@ -1150,6 +1160,61 @@ TEST(EngineRekeyTest, PfsMismatchKeepsTheOldSa) {
             FailureReason::kNoProposalChosen);
   ExpectOneMirroredChild(pair);
   EXPECT_EQ(pair.initiator().state(), Engine::State::kEstablished);
+}
+
+// Found by simulation_test (RekeyCollisionsSettleOnOneSa, seed 70): our
+// rekey crossed the peer's rekey of the same SA, the peer's went through
+// and deleted the old SA first, and ours then failed (CHILD_SA_NOT_FOUND).
+// The peer's new SA must still be rekeyed on our schedule.
+TEST(EngineRekeyTest, ScheduleSurvivesALostCollision) {
+  Side i, r;
+  i.child_rekey_after = absl::Seconds(60);
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run(absl::Seconds(1)));
+  // Our first CREATE_CHILD_SA (the third datagram) is lost; its
+  // retransmission arrives after the peer's rekey and DELETE.
+  pair.set_filter([](bool from_initiator, int index, const Bytes&) {
+    return from_initiator && index == 2 ? Pair::Fate::kDrop : Pair::Fate::kDeliver;
+  });
+  ASSERT_TRUE(pair.initiator().RekeyChild().ok());
+  ASSERT_TRUE(pair.responder().RekeyChild().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(5)));
+  const EngineEvent* failed = pair.FindEvent(true, Kind::kChildSaRekeyFailed);
+  ASSERT_NE(failed, nullptr);
+  EXPECT_EQ(failed->detail, "peer sent CHILD_SA_NOT_FOUND");
+  ExpectOneMirroredChild(pair);
+  ASSERT_TRUE(pair.initiator().next_child_rekey().has_value());
+  EXPECT_LE(*pair.initiator().next_child_rekey(), pair.clock().Now() + absl::Seconds(60));
+  ASSERT_TRUE(pair.Pump(absl::Seconds(60)));
+  EXPECT_EQ(pair.initiator().counters().child_rekeys_initiated, 1u);
+  ExpectOneMirroredChild(pair);
+}
+
+// Found by simulation_test (NatInFrontOfTheInitiator, seed 1): behind a
+// NAT whose mapping changed, a rekeyed SA must be encapsulated to the
+// peer's port as it is now, not as it was for the SA it replaces.
+TEST(EngineRekeyTest, RekeyedSaFollowsTheNatMapping) {
+  Side i, r;
+  i.private_address = V4(10, 9, 9, 9);
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run());
+  ASSERT_EQ(pair.sink_r().live.size(), 1u);
+  EXPECT_EQ(pair.sink_r().live[0].remote_port, 4500);
+  pair.set_initiator_nat_port(40123);
+  ASSERT_TRUE(pair.initiator().RekeyChild().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(10)));
+  ExpectOneMirroredChild(pair);
+  EXPECT_TRUE(pair.sink_r().live[0].udp_encapsulation);
+  EXPECT_EQ(pair.sink_r().live[0].remote_port, 40123);
+  EXPECT_EQ(pair.sink_i().live[0].remote_port, 4500);
+  // And when the responder rekeys too.
+  pair.set_initiator_nat_port(40124);
+  ASSERT_TRUE(pair.initiator().RekeyChild().ok());  // Tells the responder the new port.
+  ASSERT_TRUE(pair.Pump(absl::Seconds(10)));
+  ASSERT_TRUE(pair.responder().RekeyChild().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(10)));
+  ExpectOneMirroredChild(pair);
+  EXPECT_EQ(pair.sink_r().live[0].remote_port, 40124);
 }
 
 TEST(EngineRekeyTest, CollisionsSettleOnOneSaOverManySeeds) {
