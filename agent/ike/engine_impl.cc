@@ -177,6 +177,15 @@ void EngineImpl::SendAuthenticationFailed() {
   if (absl::StatusOr<Bytes> bytes = Encode(m); bytes.ok()) Send(*std::move(bytes));
 }
 
+EngineEvent EngineImpl::NewEvent(EngineEvent::Kind kind) const {
+  EngineEvent e;
+  e.kind = kind;
+  e.ike_spi_i = sa_.spi_i;
+  e.ike_spi_r = sa_.spi_r;
+  e.initiator = sa_.initiator;
+  return e;
+}
+
 absl::Status EngineImpl::Initiate() {
   if (state_ != State::kIdle) return absl::FailedPreconditionError("engine is not idle");
   sa_.initiator = true;
@@ -193,11 +202,7 @@ void EngineImpl::Fail(FailureReason reason, absl::string_view detail) {
       .With("reason", FailureReasonName(reason))
       .With("detail", detail)
       .With("initiator", sa_.initiator);
-  EngineEvent e;
-  e.kind = EngineEvent::Kind::kFailed;
-  e.ike_spi_i = sa_.spi_i;
-  e.ike_spi_r = sa_.spi_r;
-  e.initiator = sa_.initiator;
+  EngineEvent e = NewEvent(EngineEvent::Kind::kFailed);
   e.reason = reason;
   e.detail = std::string(detail);
   events_.push_back(std::move(e));
@@ -207,11 +212,7 @@ void EngineImpl::Fail(FailureReason reason, absl::string_view detail) {
 }
 
 void EngineImpl::ReportIkeSa() {
-  EngineEvent e;
-  e.kind = EngineEvent::Kind::kIkeSaEstablished;
-  e.ike_spi_i = sa_.spi_i;
-  e.ike_spi_r = sa_.spi_r;
-  e.initiator = sa_.initiator;
+  EngineEvent e = NewEvent(EngineEvent::Kind::kIkeSaEstablished);
   e.algorithms = sa_.algorithms;
   e.local_behind_nat = sa_.local_behind_nat;
   e.remote_behind_nat = sa_.remote_behind_nat;
@@ -238,11 +239,7 @@ void EngineImpl::InstallChild(ChildSa& child) {
     Fail(FailureReason::kInternalError, s.ToString());
     return;
   }
-  EngineEvent e;
-  e.kind = EngineEvent::Kind::kChildSaEstablished;
-  e.ike_spi_i = sa_.spi_i;
-  e.ike_spi_r = sa_.spi_r;
-  e.initiator = sa_.initiator;
+  EngineEvent e = NewEvent(EngineEvent::Kind::kChildSaEstablished);
   e.algorithms = child.algorithms;
   e.child_inbound_spi = child.inbound_spi;
   e.child_outbound_spi = child.outbound_spi;
@@ -542,11 +539,7 @@ void EngineImpl::HandleRekeyResponse(const Message& plain) {
   std::optional<PeerRekey> peer = std::exchange(peer_rekey_, std::nullopt);
   if (r.kind != TaskResult::Kind::kDone) {
     ++counters_.child_rekey_failures;
-    EngineEvent e;
-    e.kind = EngineEvent::Kind::kChildSaRekeyFailed;
-    e.ike_spi_i = sa_.spi_i;
-    e.ike_spi_r = sa_.spi_r;
-    e.initiator = sa_.initiator;
+    EngineEvent e = NewEvent(EngineEvent::Kind::kChildSaRekeyFailed);
     e.reason = r.reason;
     e.detail = r.detail;
     events_.push_back(std::move(e));
@@ -605,11 +598,7 @@ bool EngineImpl::InstallRekeyed(RekeyChildTask& task) {
     return false;
   }
   children_.push_back(child);
-  EngineEvent e;
-  e.kind = EngineEvent::Kind::kChildSaEstablished;
-  e.ike_spi_i = sa_.spi_i;
-  e.ike_spi_r = sa_.spi_r;
-  e.initiator = sa_.initiator;
+  EngineEvent e = NewEvent(EngineEvent::Kind::kChildSaEstablished);
   e.algorithms = child.algorithms;
   e.child_inbound_spi = child.inbound_spi;
   e.child_outbound_spi = child.outbound_spi;
@@ -636,11 +625,7 @@ void EngineImpl::RemoveChild(uint32_t inbound_spi, bool by_peer) {
     if (absl::Status s = sink_.RemoveChildSa(*it); !s.ok()) {
       LOG_WARNING("cannot remove a CHILD SA").With("error", s.ToString());
     }
-    EngineEvent e;
-    e.kind = EngineEvent::Kind::kChildSaDeleted;
-    e.ike_spi_i = sa_.spi_i;
-    e.ike_spi_r = sa_.spi_r;
-    e.initiator = sa_.initiator;
+    EngineEvent e = NewEvent(EngineEvent::Kind::kChildSaDeleted);
     e.by_peer = by_peer;
     e.child_inbound_spi = it->inbound_spi;
     e.child_outbound_spi = it->outbound_spi;
@@ -757,11 +742,7 @@ void EngineImpl::Deleted(bool by_peer, absl::string_view detail) {
   request_deadline_.reset();
   half_open_deadline_.reset();
   delete_requested_ = false;
-  EngineEvent e;
-  e.kind = EngineEvent::Kind::kDeleted;
-  e.ike_spi_i = sa_.spi_i;
-  e.ike_spi_r = sa_.spi_r;
-  e.initiator = sa_.initiator;
+  EngineEvent e = NewEvent(EngineEvent::Kind::kDeleted);
   e.by_peer = by_peer;
   e.detail = std::string(detail);
   events_.push_back(std::move(e));

@@ -106,6 +106,8 @@ class EngineImpl : public Engine {
   }
 
   void Fail(FailureReason reason, absl::string_view detail);
+  // An event of `kind` with this IKE SA's SPIs and role filled in.
+  EngineEvent NewEvent(EngineEvent::Kind kind) const;
   void ReportIkeSa();
   void InstallChild(ChildSa& child);
   // ESP in UDP when a NAT is in the way: from our NAT-T port to the peer's
