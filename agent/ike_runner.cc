@@ -55,6 +55,9 @@ constexpr absl::Duration kMaxPollWait = absl::Seconds(1);
 constexpr size_t kMaxWarnedSources = 256;
 // A responder gives up on a half-open SA a little after its engine would.
 constexpr absl::Duration kHalfOpenSlack = absl::Seconds(1);
+// Receive buffer of a NAT-T socket that carries the userspace dataplane's
+// ESP: room for bursts while this thread decrypts (as UdpEspSocket has).
+constexpr int kEspReceiveBufferBytes = 4 << 20;
 
 // IKE header fields the dispatcher reads (RFC 7296 section 3.1).
 constexpr size_t kExchangeTypeOffset = 18;
@@ -615,6 +618,15 @@ void IkeRunner::Loop::Bind(LocalAddress& la) {
         LOG_WARNING("cannot set UDP_ENCAP on the NAT-T socket")
             .With("node", node_)
             .With("error", strerror(errno));
+      }
+    }
+    if (la.nat_t_fd >= 0 && options_.esp_handler) {
+      // The default (rmem_default, about 200 KiB) overflows under a single
+      // TCP stream. SO_RCVBUFFORCE passes net.core.rmem_max with
+      // CAP_NET_ADMIN, which the TUN device needs anyway.
+      const int size = kEspReceiveBufferBytes;
+      if (setsockopt(la.nat_t_fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) != 0) {
+        setsockopt(la.nat_t_fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
       }
     }
     if (la.nat_t_fd >= 0) PublishNatT(la.address, la.nat_t_fd);
