@@ -372,6 +372,10 @@ sys.exit(1 if errors else 0)
 PY
 }
 
+udp_rcvbuf_errors() {  # udp_rcvbuf_errors NAMESPACE
+  ip netns exec "$1" awk '$1 == "Udp:" { if (!n++) { for (i = 2; i <= NF; i++) col[$i] = i } else print $col["RcvbufErrors"] }' /proc/net/snmp
+}
+
 FAILED=()
 PASSED=()
 record() {  # record NAME STATUS
@@ -418,6 +422,10 @@ run_case() {  # run_case ROLE NAME: Strait's role
       "strait side -> charon side $to_charon bytes ($mbps_b Mbit/s)"
   fi
   [[ $status -eq 0 ]] && { check_counters "$to_strait" "$to_charon" || status=1; }
+  # Where the packets that the SA counters miss went: UDP receive buffer
+  # overflows on each gateway (ESP in UDP arrives there).
+  echo "  UDP receive buffer errors: charon's gateway $(udp_rcvbuf_errors "$NS_SS")," \
+    "Strait's gateway $(udp_rcvbuf_errors "$NS_ST")"
   record "$name" "$status"
   stop_daemons
 }
