@@ -87,7 +87,7 @@ setup_netns() {
   ip -n "$NS_LSS" route add default via 10.1.0.1
   ip -n "$NS_LST" route add default via 10.2.0.1
   for ns in "$NS_SS" "$NS_ST"; do
-    ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1 || return 1
+    ip netns exec "$ns" sh -c "echo 1 >/proc/sys/net/ipv4/ip_forward" || return 1
   done
 }
 
