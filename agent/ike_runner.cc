@@ -345,6 +345,10 @@ class IkeRunner::Loop {
   void UpdateGauges();
   // The dataplane's per-SA counters into the metrics, every 2 s at most.
   void PollSaCounters();
+  // One CHILD SA's counters into the metrics: by PollSaCounters, and once
+  // more right before the SA leaves the dataplane, so that the tunnel's
+  // totals keep what it carried since the last poll.
+  void ReportChildCounters(const std::string& tunnel, const InstalledChildSa& child);
   absl::Time next_counter_poll_ = absl::InfinitePast();
 
   const std::string node_;
@@ -1065,6 +1069,7 @@ void IkeRunner::Loop::Retire(std::unique_ptr<Sa> sa,
     if (it != by_spi_.end() && it->second == sa.get()) by_spi_.erase(it);
   }
   for (const InstalledChildSa& older : sa->older_children) {
+    ReportChildCounters(sa->tunnel->name, older);
     if (absl::Status s = RemoveChildSa(dataplane_, older, keep); !s.ok()) {
       LOG_ERROR("cannot remove a CHILD SA from the dataplane")
           .With("node", node_)
@@ -1074,6 +1079,7 @@ void IkeRunner::Loop::Retire(std::unique_ptr<Sa> sa,
   }
   sa->older_children.clear();
   if (sa->child.has_value()) {
+    ReportChildCounters(sa->tunnel->name, *sa->child);
     if (absl::Status s = RemoveChildSa(dataplane_, *sa->child, keep); !s.ok()) {
       LOG_ERROR("cannot remove a CHILD SA from the dataplane")
           .With("node", node_)
@@ -1122,6 +1128,7 @@ void IkeRunner::Loop::RemoveChild(Sa& sa, const ike::ChildSa& child) {
   const std::vector<dataplane::PolicyConfig> none;
   auto remove = [&](const InstalledChildSa& installed,
                     const std::vector<dataplane::PolicyConfig>& keep) {
+    ReportChildCounters(sa.tunnel->name, installed);
     if (absl::Status s = RemoveChildSa(dataplane_, installed, keep); !s.ok()) {
       LOG_ERROR("cannot remove a CHILD SA from the dataplane")
           .With("node", node_)
@@ -1318,24 +1325,27 @@ void IkeRunner::Loop::PollSaCounters() {
     std::vector<const InstalledChildSa*> children;
     if (sa.child.has_value()) children.push_back(&*sa.child);
     for (const InstalledChildSa& older : sa.older_children) children.push_back(&older);
-    for (const InstalledChildSa* child : children) {
-      for (const bool inbound : {true, false}) {
-        const dataplane::SaId& id = inbound ? child->inbound : child->outbound;
-        absl::StatusOr<dataplane::SaCounters> c = dataplane_.GetCounters(id);
-        if (!c.ok()) continue;
-        IkeMetrics::SaSample sample;
-        sample.tunnel = name;
-        sample.spi = absl::StrFormat("%08x", id.spi);
-        sample.inbound = inbound;
-        sample.bytes = c->bytes;
-        sample.packets = c->packets;
-        sample.replay_failures = c->replay_failures;
-        sample.integrity_failures = c->integrity_failures;
-        metrics_.ReportSa(sample);
-      }
-    }
+    for (const InstalledChildSa* child : children) ReportChildCounters(name, *child);
   }
   metrics_.EndSaRound();
+}
+
+void IkeRunner::Loop::ReportChildCounters(const std::string& tunnel,
+                                          const InstalledChildSa& child) {
+  for (const bool inbound : {true, false}) {
+    const dataplane::SaId& id = inbound ? child.inbound : child.outbound;
+    absl::StatusOr<dataplane::SaCounters> c = dataplane_.GetCounters(id);
+    if (!c.ok()) continue;
+    IkeMetrics::SaSample sample;
+    sample.tunnel = tunnel;
+    sample.spi = absl::StrFormat("%08x", id.spi);
+    sample.inbound = inbound;
+    sample.bytes = c->bytes;
+    sample.packets = c->packets;
+    sample.replay_failures = c->replay_failures;
+    sample.integrity_failures = c->integrity_failures;
+    metrics_.ReportSa(sample);
+  }
 }
 
 // --- IkeRunner ---
