@@ -289,7 +289,7 @@ iperf_to() {  # iperf_to CLIENT_NS SERVER_NS ADDRESS NAME
     ip netns exec "$2" ss -ltn 2>/dev/null | grep -q ':5201 ' && break
     sleep 0.1
   done
-  if ! ip netns exec "$1" timeout $((IPERF_SECONDS + 20)) iperf3 -c "$3" -p 5201 -t "$IPERF_SECONDS" -J \
+  if ! ip netns exec "$1" timeout $((IPERF_SECONDS + 20)) iperf3 --connect-timeout 5000 -c "$3" -p 5201 -t "$IPERF_SECONDS" -J \
     >"$WORK/iperf-$4.json" 2>"$WORK/iperf-$4.err"; then
     echo "  iperf3 $4 failed: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("error",""))' "$WORK/iperf-$4.json" 2>/dev/null)" >&2
     kill "$IPERF_PID" 2>/dev/null; wait "$IPERF_PID" 2>/dev/null; IPERF_PID=
