@@ -15,8 +15,10 @@
 #
 # Cases: each ESP suite with Strait initiating (startAction: start) and with
 # charon initiating (swanctl --initiate, the agent's tunnel startAction:
-# add). Each case starts a fresh charon and a fresh agent, waits for the
-# CHILD SA on both sides, then:
+# add); and, for AES-GCM in both roles, charon deleting the CHILD SA and
+# creating a new one in the same IKE SA before the traffic. Each case starts
+# a fresh charon and a fresh agent, waits for the CHILD SA on both sides,
+# then:
 #   - pings LAN to LAN both ways (small and 1300 bytes),
 #   - runs iperf3 TCP for IPERF_SECONDS (3) each way,
 #   - checks that Strait's per-tunnel ESP counters and swanctl --list-sas
@@ -386,7 +388,26 @@ record() {  # record NAME STATUS
   fi
 }
 
-run_case() {  # run_case ROLE NAME: Strait's role
+# charon deletes the CHILD SA and creates a new one in the same IKE SA
+# (CREATE_CHILD_SA without REKEY_SA), as it does after a CHILD SA's hard
+# expiry or on `swanctl --terminate --child` and `--initiate --child`.
+recreate_child() {
+  local _ n
+  swanctl --terminate --child net --timeout 10 >"$WORK/terminate.out" 2>&1 ||
+    { echo "  swanctl --terminate --child failed:"; tail -n 5 "$WORK/terminate.out"; return 1; }
+  for _ in $(seq 50); do
+    metrics >"$WORK/metrics.txt" && n=$(metric_sum "$WORK/metrics.txt" strait_agent_child_sas)
+    ((${n:-1} == 0)) && break
+    sleep 0.2
+  done
+  ((${n:-1} == 0)) || { echo "  Strait still has a CHILD SA after charon deleted it"; return 1; }
+  swanctl --initiate --child net --timeout 20 >"$WORK/initiate.out" 2>&1 ||
+    { echo "  swanctl --initiate --child (a new CHILD SA in the IKE SA) failed:"
+      tail -n 5 "$WORK/initiate.out"; return 1; }
+  wait_installed
+}
+
+run_case() {  # run_case ROLE NAME [recreate]: Strait's role
   local role=$1 name="strait $1, $2" status=0 out
   [[ $name == *"${DATAPATH_ONLY:-}"* ]] || return 0
   echo "=== $name"
@@ -401,6 +422,7 @@ run_case() {  # run_case ROLE NAME: Strait's role
       { echo "  swanctl --initiate failed"; status=1; }
   fi
   [[ $status -eq 0 ]] && { wait_installed || status=1; }
+  [[ $status -eq 0 && ${3:-} == recreate ]] && { recreate_child || status=1; }
   if [[ $status -eq 0 ]]; then
     ping_from "$NS_LSS" 10.2.0.2 charon-side || status=1
     ping_from "$NS_LST" 10.1.0.2 strait-side || status=1
@@ -440,6 +462,10 @@ for suite in gcm cbc; do
   for role in initiator responder; do
     run_case "$role" "ESP $C_ESP"
   done
+done
+C_IKE=aes128gcm16-prfsha256-x25519 C_ESP=aes128gcm16
+for role in initiator responder; do
+  run_case "$role" "ESP $C_ESP, CHILD SA deleted and re-created by charon" recreate
 done
 
 echo
