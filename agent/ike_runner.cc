@@ -1019,9 +1019,15 @@ void IkeRunner::Loop::Promote(Tunnel& t, std::unique_ptr<Sa> sa) {
       .With("spi_i", sa->ike_status.initiator_spi())
       .With("spi_r", sa->ike_status.responder_spi());
   if (t.current != nullptr) {
-    // The peer restarted, or this is a reauthentication: make before break.
+    // The peer restarted, or this is a reauthentication (ours, or the
+    // peer's racing our reconnect): make before break. The peer hears of
+    // the old IKE SA's end (once; no waiting for its answer): otherwise it
+    // may keep the old CHILD SA and send into it, as charon with
+    // kernel-libipsec did, while ours is gone.
     line.With("replaces_spi_i", t.current->ike_status.initiator_spi())
         .With("replaces_spi_r", t.current->ike_status.responder_spi());
+    t.current->engine->Delete();
+    Flush(*t.current);
     Retire(std::move(t.current),
            sa->child ? sa->child->policies : std::vector<dataplane::PolicyConfig>{});
   }

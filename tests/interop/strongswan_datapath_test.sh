@@ -16,7 +16,9 @@
 # Cases: each ESP suite with Strait initiating (startAction: start) and with
 # charon initiating (swanctl --initiate, the agent's tunnel startAction:
 # add); and, for AES-GCM in both roles, charon deleting the CHILD SA and
-# creating a new one in the same IKE SA before the traffic. Each case starts
+# creating a new one in the same IKE SA before the traffic, and charon
+# rekeying the IKE SA (which Strait answers with NO_ADDITIONAL_SAS, so that
+# charon reauthenticates) before the traffic. Each case starts
 # a fresh charon and a fresh agent, waits for the CHILD SA on both sides,
 # then:
 #   - pings LAN to LAN both ways (small and 1300 bytes),
@@ -407,7 +409,35 @@ recreate_child() {
   wait_installed
 }
 
-run_case() {  # run_case ROLE NAME [recreate]: Strait's role
+# charon rekeys the IKE SA. Strait does not rekey IKE SAs (it answers
+# NO_ADDITIONAL_SAS), so charon reauthenticates instead: it deletes the IKE
+# SA and makes a new one, while Strait, when it initiates the tunnel,
+# connects again too. Both ends must settle on one IKE SA with one CHILD SA.
+rekey_ike() {
+  local _ settled=
+  swanctl --rekey --ike strait >"$WORK/rekey.out" 2>&1 ||
+    { echo "  swanctl --rekey --ike failed:"; tail -n 5 "$WORK/rekey.out"; return 1; }
+  for _ in $(seq 100); do
+    sleep 0.2
+    grep -q "reauthenticating IKE_SA" "$WORK/charon.log" || continue
+    swanctl --list-sas >"$WORK/list-sas.out" 2>&1 || continue
+    metrics >"$WORK/metrics.txt" || continue
+    if (($(grep -c ", ESTABLISHED, IKEv2" "$WORK/list-sas.out") == 1 &&
+      $(grep -c ", INSTALLED, " "$WORK/list-sas.out") == 1 &&
+      $(metric_sum "$WORK/metrics.txt" strait_agent_ike_sas state=established) == 1 &&
+      $(metric_sum "$WORK/metrics.txt" strait_agent_child_sas) == 1)); then
+      settled=1
+      break
+    fi
+  done
+  [[ -n $settled ]] || {
+    echo "  after charon's reauthentication the ends did not settle on one IKE SA and one CHILD SA:"
+    sed 's/^/  | /' "$WORK/list-sas.out"; return 1; }
+  # Traffic goes on; what went before the reauthentication is not counted.
+  sleep 2.5
+}
+
+run_case() {  # run_case ROLE NAME [recreate|ike-rekey]: Strait's role
   local role=$1 name="strait $1, $2" status=0 out
   [[ $name == *"${DATAPATH_ONLY:-}"* ]] || return 0
   echo "=== $name"
@@ -423,6 +453,7 @@ run_case() {  # run_case ROLE NAME [recreate]: Strait's role
   fi
   [[ $status -eq 0 ]] && { wait_installed || status=1; }
   [[ $status -eq 0 && ${3:-} == recreate ]] && { recreate_child || status=1; }
+  [[ $status -eq 0 && ${3:-} == ike-rekey ]] && { rekey_ike || status=1; }
   if [[ $status -eq 0 ]]; then
     ping_from "$NS_LSS" 10.2.0.2 charon-side || status=1
     ping_from "$NS_LST" 10.1.0.2 strait-side || status=1
@@ -466,6 +497,7 @@ done
 C_IKE=aes128gcm16-prfsha256-x25519 C_ESP=aes128gcm16
 for role in initiator responder; do
   run_case "$role" "ESP $C_ESP, CHILD SA deleted and re-created by charon" recreate
+  run_case "$role" "ESP $C_ESP, IKE SA rekeyed by charon (reauthentication)" ike-rekey
 done
 
 echo
