@@ -55,6 +55,9 @@ constexpr absl::Duration kMaxPollWait = absl::Seconds(1);
 constexpr size_t kMaxWarnedSources = 256;
 // A responder gives up on a half-open SA a little after its engine would.
 constexpr absl::Duration kHalfOpenSlack = absl::Seconds(1);
+// Receive buffer of a NAT-T socket that carries the userspace dataplane's
+// ESP: room for bursts while this thread decrypts (as UdpEspSocket has).
+constexpr int kEspReceiveBufferBytes = 4 << 20;
 
 // IKE header fields the dispatcher reads (RFC 7296 section 3.1).
 constexpr size_t kExchangeTypeOffset = 18;
@@ -342,6 +345,10 @@ class IkeRunner::Loop {
   void UpdateGauges();
   // The dataplane's per-SA counters into the metrics, every 2 s at most.
   void PollSaCounters();
+  // One CHILD SA's counters into the metrics: by PollSaCounters, and once
+  // more right before the SA leaves the dataplane, so that the tunnel's
+  // totals keep what it carried since the last poll.
+  void ReportChildCounters(const std::string& tunnel, const InstalledChildSa& child);
   absl::Time next_counter_poll_ = absl::InfinitePast();
 
   const std::string node_;
@@ -615,6 +622,15 @@ void IkeRunner::Loop::Bind(LocalAddress& la) {
         LOG_WARNING("cannot set UDP_ENCAP on the NAT-T socket")
             .With("node", node_)
             .With("error", strerror(errno));
+      }
+    }
+    if (la.nat_t_fd >= 0 && options_.esp_handler) {
+      // The default (rmem_default, about 200 KiB) overflows under a single
+      // TCP stream. SO_RCVBUFFORCE passes net.core.rmem_max with
+      // CAP_NET_ADMIN, which the TUN device needs anyway.
+      const int size = kEspReceiveBufferBytes;
+      if (setsockopt(la.nat_t_fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) != 0) {
+        setsockopt(la.nat_t_fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
       }
     }
     if (la.nat_t_fd >= 0) PublishNatT(la.address, la.nat_t_fd);
@@ -1003,9 +1019,15 @@ void IkeRunner::Loop::Promote(Tunnel& t, std::unique_ptr<Sa> sa) {
       .With("spi_i", sa->ike_status.initiator_spi())
       .With("spi_r", sa->ike_status.responder_spi());
   if (t.current != nullptr) {
-    // The peer restarted, or this is a reauthentication: make before break.
+    // The peer restarted, or this is a reauthentication (ours, or the
+    // peer's racing our reconnect): make before break. The peer hears of
+    // the old IKE SA's end (once; no waiting for its answer): otherwise it
+    // may keep the old CHILD SA and send into it, as charon with
+    // kernel-libipsec did, while ours is gone.
     line.With("replaces_spi_i", t.current->ike_status.initiator_spi())
         .With("replaces_spi_r", t.current->ike_status.responder_spi());
+    t.current->engine->Delete();
+    Flush(*t.current);
     Retire(std::move(t.current),
            sa->child ? sa->child->policies : std::vector<dataplane::PolicyConfig>{});
   }
@@ -1053,6 +1075,7 @@ void IkeRunner::Loop::Retire(std::unique_ptr<Sa> sa,
     if (it != by_spi_.end() && it->second == sa.get()) by_spi_.erase(it);
   }
   for (const InstalledChildSa& older : sa->older_children) {
+    ReportChildCounters(sa->tunnel->name, older);
     if (absl::Status s = RemoveChildSa(dataplane_, older, keep); !s.ok()) {
       LOG_ERROR("cannot remove a CHILD SA from the dataplane")
           .With("node", node_)
@@ -1062,6 +1085,7 @@ void IkeRunner::Loop::Retire(std::unique_ptr<Sa> sa,
   }
   sa->older_children.clear();
   if (sa->child.has_value()) {
+    ReportChildCounters(sa->tunnel->name, *sa->child);
     if (absl::Status s = RemoveChildSa(dataplane_, *sa->child, keep); !s.ok()) {
       LOG_ERROR("cannot remove a CHILD SA from the dataplane")
           .With("node", node_)
@@ -1110,6 +1134,7 @@ void IkeRunner::Loop::RemoveChild(Sa& sa, const ike::ChildSa& child) {
   const std::vector<dataplane::PolicyConfig> none;
   auto remove = [&](const InstalledChildSa& installed,
                     const std::vector<dataplane::PolicyConfig>& keep) {
+    ReportChildCounters(sa.tunnel->name, installed);
     if (absl::Status s = RemoveChildSa(dataplane_, installed, keep); !s.ok()) {
       LOG_ERROR("cannot remove a CHILD SA from the dataplane")
           .With("node", node_)
@@ -1306,24 +1331,27 @@ void IkeRunner::Loop::PollSaCounters() {
     std::vector<const InstalledChildSa*> children;
     if (sa.child.has_value()) children.push_back(&*sa.child);
     for (const InstalledChildSa& older : sa.older_children) children.push_back(&older);
-    for (const InstalledChildSa* child : children) {
-      for (const bool inbound : {true, false}) {
-        const dataplane::SaId& id = inbound ? child->inbound : child->outbound;
-        absl::StatusOr<dataplane::SaCounters> c = dataplane_.GetCounters(id);
-        if (!c.ok()) continue;
-        IkeMetrics::SaSample sample;
-        sample.tunnel = name;
-        sample.spi = absl::StrFormat("%08x", id.spi);
-        sample.inbound = inbound;
-        sample.bytes = c->bytes;
-        sample.packets = c->packets;
-        sample.replay_failures = c->replay_failures;
-        sample.integrity_failures = c->integrity_failures;
-        metrics_.ReportSa(sample);
-      }
-    }
+    for (const InstalledChildSa* child : children) ReportChildCounters(name, *child);
   }
   metrics_.EndSaRound();
+}
+
+void IkeRunner::Loop::ReportChildCounters(const std::string& tunnel,
+                                          const InstalledChildSa& child) {
+  for (const bool inbound : {true, false}) {
+    const dataplane::SaId& id = inbound ? child.inbound : child.outbound;
+    absl::StatusOr<dataplane::SaCounters> c = dataplane_.GetCounters(id);
+    if (!c.ok()) continue;
+    IkeMetrics::SaSample sample;
+    sample.tunnel = tunnel;
+    sample.spi = absl::StrFormat("%08x", id.spi);
+    sample.inbound = inbound;
+    sample.bytes = c->bytes;
+    sample.packets = c->packets;
+    sample.replay_failures = c->replay_failures;
+    sample.integrity_failures = c->integrity_failures;
+    metrics_.ReportSa(sample);
+  }
 }
 
 // --- IkeRunner ---

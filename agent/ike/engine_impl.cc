@@ -491,8 +491,17 @@ void EngineImpl::HandleRekeyRequest(const Message& plain, Message& response) {
     response.payloads.push_back(MakePayload(kPayloadNotify, std::move(n)));
     return;
   }
-  const ChildSa none;
+  // Without a CHILD SA left (the peer deleted it, for example after its
+  // hard expiry, and now creates its replacement) a request without
+  // REKEY_SA makes a new one, encapsulated as InstallChild() would.
+  ChildSa none;
+  if (sa_.local_behind_nat || sa_.remote_behind_nat) {
+    none.udp_encapsulation = true;
+    none.local_port = config_.nat_t_port != 0 ? config_.nat_t_port : config_.local.port;
+    none.remote_port = remote_.port;
+  }
   RekeyChildTask task(sa_, config_, random_, old != nullptr ? *old : none, /*initiator=*/false);
+  if (children_.empty()) task.AllowNewChild();
   const TaskResult r = task.Process(plain);
   if (absl::Status s = task.Build(response); !s.ok()) {
     LOG_WARNING("cannot answer CREATE_CHILD_SA").With("error", s.ToString());
@@ -502,7 +511,7 @@ void EngineImpl::HandleRekeyRequest(const Message& plain, Message& response) {
     return;
   }
   if (!InstallRekeyed(task)) return;
-  ++counters_.child_rekeys_answered;
+  if (task.old().inbound_spi != 0) ++counters_.child_rekeys_answered;
   if (rekey_task_ != nullptr && rekey_task_->old().inbound_spi == task.old().inbound_spi) {
     // Our own rekey of the same SA is in flight: settle when it ends.
     peer_rekey_ = PeerRekey{task.ni(), task.nr(), task.old().inbound_spi, task.child().inbound_spi};
@@ -604,10 +613,12 @@ bool EngineImpl::InstallRekeyed(RekeyChildTask& task) {
   e.child_outbound_spi = child.outbound_spi;
   e.local_ts = child.local_ts;
   e.remote_ts = child.remote_ts;
-  e.rekeyed = true;
+  // A CHILD SA in place of one the peer deleted replaces nothing.
+  const bool rekeyed = task.old().inbound_spi != 0;
+  e.rekeyed = rekeyed;
   e.replaced_inbound_spi = task.old().inbound_spi;
   events_.push_back(std::move(e));
-  LOG_INFO("CHILD SA rekeyed")
+  LOG_INFO(rekeyed ? "CHILD SA rekeyed" : "CHILD SA created in the IKE SA")
       .With("spi_in", static_cast<uint64_t>(child.inbound_spi))
       .With("spi_out", static_cast<uint64_t>(child.outbound_spi))
       .With("old_spi_in", static_cast<uint64_t>(task.old().inbound_spi));

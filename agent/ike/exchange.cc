@@ -876,12 +876,12 @@ TaskResult RekeyChildTask::Refuse(uint16_t notify, FailureReason reason, std::st
 
 TaskResult RekeyChildTask::ProcessRequest(const Message& m) {
   const NotifyPayload* rekey = FindNotify(m, kNotifyRekeySa);
-  if (rekey == nullptr) {
+  if (rekey == nullptr && !allow_new_child_) {
     return Refuse(kNotifyNoAdditionalSas, FailureReason::kNoProposalChosen,
                   "only one CHILD SA per IKE SA");
   }
-  if (rekey->protocol_id != kProtocolEsp || rekey->spi.size() != 4 ||
-      SpiOf(rekey->spi) != old_.outbound_spi) {
+  if (rekey != nullptr && (rekey->protocol_id != kProtocolEsp || rekey->spi.size() != 4 ||
+                           SpiOf(rekey->spi) != old_.outbound_spi)) {
     error_data_.clear();
     return Refuse(kNotifyChildSaNotFound, FailureReason::kInternalError,
                   "rekey of a CHILD SA we do not have");

@@ -169,6 +169,12 @@ class RekeyChildTask {
   // wants another DH group, Build() again.
   TaskResult Process(const Message& m);
 
+  // Responder: a request without REKEY_SA makes a new CHILD SA (from
+  // `old`'s encapsulation) instead of being refused with NO_ADDITIONAL_SAS.
+  // For an IKE SA whose CHILD SA the peer deleted: it may create the
+  // replacement in the same IKE SA, still one CHILD SA per IKE SA.
+  void AllowNewChild() { allow_new_child_ = true; }
+
   ChildSa& child() { return child_; }
   const ChildSa& old() const { return old_; }
   bool initiator() const { return initiator_; }
@@ -198,6 +204,7 @@ class RekeyChildTask {
   Bytes error_data_;
   bool retried_group_ = false;
   bool temporary_failure_ = false;
+  bool allow_new_child_ = false;
 };
 
 }  // namespace strait::ike
