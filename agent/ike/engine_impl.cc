@@ -495,11 +495,7 @@ void EngineImpl::HandleRekeyRequest(const Message& plain, Message& response) {
   // hard expiry, and now creates its replacement) a request without
   // REKEY_SA makes a new one, encapsulated as InstallChild() would.
   ChildSa none;
-  if (sa_.local_behind_nat || sa_.remote_behind_nat) {
-    none.udp_encapsulation = true;
-    none.local_port = config_.nat_t_port != 0 ? config_.nat_t_port : config_.local.port;
-    none.remote_port = remote_.port;
-  }
+  SetEncapsulation(none);
   RekeyChildTask task(sa_, config_, random_, old != nullptr ? *old : none, /*initiator=*/false);
   if (children_.empty()) task.AllowNewChild();
   const TaskResult r = task.Process(plain);
