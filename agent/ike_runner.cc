@@ -220,6 +220,9 @@ class IkeRunner::Loop {
       loop_.RemoveChild(sa_, child);
       return absl::OkStatus();
     }
+    absl::Status MoveChildSa(const ike::ChildSa& child, const ike::Endpoint& peer) override {
+      return loop_.MoveChild(sa_, child, peer);
+    }
 
    private:
     Loop& loop_;
@@ -337,6 +340,9 @@ class IkeRunner::Loop {
   void Retire(std::unique_ptr<Sa> sa, const std::vector<dataplane::PolicyConfig>& keep);
   absl::Status InstallChild(Sa& sa, const ike::ChildSa& child);
   void RemoveChild(Sa& sa, const ike::ChildSa& child);
+  // The peer's NAT mapping moved: the SAs' encapsulation (and, if the
+  // peer's address changed, the SAs and policies) follow it.
+  absl::Status MoveChild(Sa& sa, const ike::ChildSa& child, const ike::Endpoint& peer);
   void OnDataplaneEvent(const dataplane::DataplaneEvent& e);
 
   absl::Time NextWake();
@@ -1162,6 +1168,53 @@ void IkeRunner::Loop::RemoveChild(Sa& sa, const ike::ChildSa& child) {
       sa.child.reset();
     }
   }
+}
+
+absl::Status IkeRunner::Loop::MoveChild(Sa& sa, const ike::ChildSa& child,
+                                        const ike::Endpoint& peer) {
+  InstalledChildSa* installed = nullptr;
+  if (sa.child.has_value() && sa.child->inbound.spi == child.inbound_spi) {
+    installed = &*sa.child;
+  }
+  for (InstalledChildSa& older : sa.older_children) {
+    if (older.inbound.spi == child.inbound_spi) installed = &older;
+  }
+  if (installed == nullptr) return absl::NotFoundError("no such CHILD SA installed");
+  Tunnel& t = *sa.tunnel;
+  ChildSaParams params = t.child_params;
+  params.remote_address = peer.address;
+  absl::StatusOr<ChildSaState> state = MapChildSa(child, params);
+  if (!state.ok()) return state.status();
+  absl::Status status;
+  if (installed->outbound.destination == peer.address) {
+    // Only the port moved: update both SAs in place, keeping their
+    // counters and sequence numbers.
+    status = dataplane_.UpdateSa(state->inbound);
+    if (status.ok()) status = dataplane_.UpdateSa(state->outbound);
+  } else {
+    // A new address is a new outbound SA and new policy templates.
+    ReportChildCounters(t.name, *installed);
+    status = RemoveChildSa(dataplane_, *installed);
+    absl::StatusOr<InstalledChildSa> moved =
+        status.ok() ? InstallChildSa(dataplane_, *state) : status;
+    if (moved.ok()) *installed = *std::move(moved);
+    status = moved.status();
+  }
+  if (!status.ok()) {
+    LOG_WARNING("cannot move the CHILD SA to the peer's new mapping")
+        .With("node", node_)
+        .With("tunnel", t.name)
+        .With("dataplane", dataplane_.name())
+        .With("error", status.ToString());
+    return status;
+  }
+  metrics_.PeerMoved();
+  LOG_INFO("CHILD SA follows the peer's NAT mapping")
+      .With("node", node_)
+      .With("tunnel", t.name)
+      .With("peer", ike::FormatIpAddress(peer.address))
+      .With("port", static_cast<uint64_t>(peer.port));
+  return absl::OkStatus();
 }
 
 void IkeRunner::Loop::OnDataplaneEvent(const dataplane::DataplaneEvent& e) {

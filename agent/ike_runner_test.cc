@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -745,6 +747,112 @@ TEST_F(IkeRunnerTest, Ipv6SocketsReceiveAndDispatch) {
 // a burst: with the default receive buffer (rmem_default, about 200 KiB, or
 // some 90 full-size datagrams) a single TCP stream through the userspace
 // dataplane lost tens of thousands of datagrams in a few seconds.
+// Records the CHILD SA the engine installs.
+class LastChildSink : public ike::ChildSaSink {
+ public:
+  absl::Status InstallChildSa(const ike::ChildSa& sa) override {
+    child = sa;
+    return absl::OkStatus();
+  }
+  absl::Status RemoveChildSa(const ike::ChildSa&) override { return absl::OkStatus(); }
+  std::optional<ike::ChildSa> child;
+};
+
+// An initiator engine driven by hand over one of the test's sockets, so
+// that the test can change the source port under it, as a NAT would.
+class HandDrivenPeer {
+ public:
+  HandDrivenPeer(ike::Engine& engine, uint16_t nat_t_port) : engine_(engine), nat_t_(nat_t_port) {}
+
+  // Sends the engine's output from `fd` and feeds it what `fd` receives,
+  // until `done` or `timeout`.
+  bool Pump(int fd, const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(20)) {
+    const absl::Time until = absl::Now() + timeout;
+    while (absl::Now() < until) {
+      engine_.Tick(absl::Now());
+      for (const ike::OutboundDatagram& d : engine_.TakeDatagrams()) {
+        std::vector<uint8_t> out;
+        if (d.to.port == nat_t_ && !d.keepalive) out.assign(4, 0);  // Non-ESP marker.
+        out.insert(out.end(), d.data.begin(), d.data.end());
+        sockaddr_storage ss;
+        const socklen_t len = ike::ToSockaddr(d.to, &ss);
+        sendto(fd, out.data(), out.size(), 0, reinterpret_cast<sockaddr*>(&ss), len);
+      }
+      if (done()) return true;
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 20) <= 0) continue;
+      std::vector<uint8_t> in(65536);
+      sockaddr_storage from{};
+      socklen_t from_len = sizeof(from);
+      const ssize_t n =
+          recvfrom(fd, in.data(), in.size(), 0, reinterpret_cast<sockaddr*>(&from), &from_len);
+      ike::Endpoint e;
+      if (n <= 0 || !ike::FromSockaddr(from, &e)) continue;
+      in.resize(static_cast<size_t>(n));
+      if (e.port == nat_t_ && in.size() >= 4) in.erase(in.begin(), in.begin() + 4);
+      engine_.HandleDatagram(in, e);
+    }
+    return done();
+  }
+
+ private:
+  ike::Engine& engine_;
+  const uint16_t nat_t_;
+};
+
+// RFC 7296 §2.23: a peer behind a NAT whose mapping moves (here its port)
+// keeps its tunnel: the next authenticated message from the new port moves
+// the installed SAs' UDP encapsulation there, in place.
+TEST_F(IkeRunnerTest, InstalledSasFollowThePeersNatMapping) {
+  auto b = NewAgent(kNodeB);
+  b->Apply({Tunnel("ab", kNodeB)});
+  ASSERT_TRUE(b->WaitForPhase("ab", strait::v1::TUNNEL_PHASE_CONNECTING));
+  absl::StatusOr<ike::EngineConfig> config = ike::EngineConfigFromSpec(Tunnel("ab", kNodeA).spec());
+  ASSERT_TRUE(config.ok()) << config.status();
+  config->local.port = 0;
+  config->remote.port = options_.ike_port;
+  config->nat_t_port = options_.nat_t_port;
+  config->force_encapsulation = true;  // node-b sees node-a behind a NAT.
+  config->dpd_interval = absl::Seconds(1);
+  ike::RandomSourcePtr random = ike::CreateOpenSslRandomSource();
+  LastChildSink sink;
+  absl::StatusOr<ike::EnginePtr> engine =
+      ike::CreateEngine(*config, RealClock::Get(), *random, sink);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  HandDrivenPeer peer(**engine, options_.nat_t_port);
+
+  uint16_t first_port = 0, second_port = 0;
+  const int first = *ike::BindUdpSocket(ike::Endpoint{Ip("127.0.0.1"), 0}, &first_port);
+  const int second = *ike::BindUdpSocket(ike::Endpoint{Ip("127.0.0.1"), 0}, &second_port);
+  ASSERT_TRUE((*engine)->Initiate().ok());
+  ASSERT_TRUE(peer.Pump(first, [&] { return sink.child.has_value(); }));
+  ASSERT_TRUE(b->WaitForPhase("ab", strait::v1::TUNNEL_PHASE_ESTABLISHED));
+  const SaId outbound{Ip("127.0.0.1"), sink.child->inbound_spi};
+  const SaId inbound{Ip("127.0.0.2"), sink.child->outbound_spi};
+  std::optional<SaConfig> out = b->dataplane().GetSa(outbound);
+  ASSERT_TRUE(out.has_value());
+  ASSERT_TRUE(out->encapsulation.has_value());
+  EXPECT_EQ(out->encapsulation->destination_port, first_port);
+  EXPECT_EQ(b->Metric("strait_agent_ike_nat_mapping_changes_total"), 0);
+
+  // The NAT rebinds: the next DPD probe comes from another port.
+  ASSERT_TRUE(peer.Pump(second, [&] {
+    return b->Metric("strait_agent_ike_nat_mapping_changes_total") == 1 &&
+           (*engine)->counters().dpd_probes_sent > 0;
+  }));
+  out = b->dataplane().GetSa(outbound);
+  ASSERT_TRUE(out.has_value());  // The same SA, moved.
+  EXPECT_EQ(out->encapsulation->destination_port, second_port);
+  std::optional<SaConfig> in = b->dataplane().GetSa(inbound);
+  ASSERT_TRUE(in.has_value());
+  ASSERT_TRUE(in->encapsulation.has_value());
+  EXPECT_EQ(in->encapsulation->source_port, second_port);
+  EXPECT_THAT(b->dataplane().Sas(), SizeIs(2));
+  EXPECT_EQ(b->Status("ab").phase(), strait::v1::TUNNEL_PHASE_ESTABLISHED);
+  close(first);
+  close(second);
+}
+
 TEST_F(IkeRunnerTest, NatTSocketHoldsAnEspBurstWhileTheHandlerIsBusy) {
   // The runner asks for 4 MiB; this test needs what 600 datagrams take.
   constexpr int kDatagrams = 600;

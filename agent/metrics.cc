@@ -201,6 +201,12 @@ IkeMetrics::IkeMetrics(prometheus::Registry& registry)
                         .Help("IKE SAs established across a NAT (either end behind it).")
                         .Register(registry)
                         .Add({})),
+      nat_mapping_changes_(prometheus::BuildCounter()
+                               .Name("strait_agent_ike_nat_mapping_changes_total")
+                               .Help("CHILD SAs moved to a peer's new NAT mapping (address or "
+                                     "port changed, RFC 7296 2.23).")
+                               .Register(registry)
+                               .Add({})),
       next_rekey_(prometheus::BuildGauge()
                       .Name("strait_agent_child_sa_next_rekey_timestamp_seconds")
                       .Help("When the tunnel's CHILD SA is rekeyed next (unix time), by tunnel.")
@@ -350,6 +356,8 @@ void IkeMetrics::Deletes(bool sent, uint64_t count) {
 }
 
 void IkeMetrics::NatDetected() { nat_detected_.Increment(); }
+
+void IkeMetrics::PeerMoved() { nat_mapping_changes_.Increment(); }
 
 void IkeMetrics::SetNextRekey(const std::string& tunnel, std::optional<absl::Time> when) {
   absl::MutexLock lock(&mu_);

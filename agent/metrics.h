@@ -135,6 +135,9 @@ class IkeMetrics {
   void Deletes(bool sent, uint64_t count);
   // strait_agent_ike_nat_detected_total: IKE SAs that found a NAT.
   void NatDetected();
+  // strait_agent_ike_nat_mapping_changes_total: CHILD SAs moved to a
+  // peer's new NAT mapping (address or port, RFC 7296 §2.23).
+  void PeerMoved();
   // strait_agent_child_sa_next_rekey_timestamp_seconds{tunnel}: when the
   // tunnel's CHILD SA rekeys next (unix time); removed with `when` unset.
   void SetNextRekey(const std::string& tunnel, std::optional<absl::Time> when);
@@ -178,6 +181,7 @@ class IkeMetrics {
   prometheus::Family<prometheus::Counter>& dead_peers_;
   std::array<prometheus::Counter*, 2> deletes_{};  // received, sent
   prometheus::Counter& nat_detected_;
+  prometheus::Counter& nat_mapping_changes_;
   prometheus::Family<prometheus::Gauge>& next_rekey_;
   absl::Mutex mu_;
   std::map<std::string, prometheus::Gauge*> next_rekey_by_tunnel_ ABSL_GUARDED_BY(mu_);

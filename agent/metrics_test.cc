@@ -67,8 +67,8 @@ TEST(IkeMetricsTest, RecordsTheRunnersEvents) {
   for (const auto& family : registry.Collect()) {
     families += family.name.rfind("strait_agent_", 0) == 0 ? 1 : 0;
   }
-  // 14: the per-tunnel next-rekey gauge has no series yet.
-  EXPECT_EQ(families, 14u);
+  // 15: the per-tunnel next-rekey gauge has no series yet.
+  EXPECT_EQ(families, 15u);
   EXPECT_EQ(Value(registry, "strait_agent_ike_dead_peers_total", "action", "restart"), 0);
 
   metrics.ChildRekeys(/*initiator=*/true, /*success=*/true, 2);

@@ -166,6 +166,15 @@ class ChildSaSink {
   // The CHILD SA is gone (rekeyed and replaced, or deleted by the peer);
   // its SPIs name it. Errors are logged, nothing else.
   virtual absl::Status RemoveChildSa(const ChildSa& sa) = 0;
+  // The peer's NAT mapping moved (RFC 7296 §2.23): the UDP-encapsulated
+  // SA (its remote_port already updated) now reaches the peer at `peer`,
+  // whose address may have changed too. Errors are logged, nothing else.
+  // Sinks without encapsulated SAs may ignore it.
+  virtual absl::Status MoveChildSa(const ChildSa& sa, const Endpoint& peer) {
+    (void)sa;
+    (void)peer;
+    return absl::OkStatus();
+  }
 };
 
 enum class FailureReason {
@@ -251,6 +260,7 @@ struct EngineCounters {
   uint64_t child_rekey_failures = 0;
   uint64_t rekey_collisions = 0;  // Both ends rekeyed the same SA (RFC 7296 §2.8.1).
   uint64_t nat_keepalives_sent = 0;
+  uint64_t peer_moves = 0;  // The peer's NAT mapping changed (RFC 7296 §2.23).
 
   // retransmits_sent by the request's exchange: [exchange type -
   // kExchangeIkeSaInit] for IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA and

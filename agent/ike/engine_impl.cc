@@ -114,8 +114,20 @@ absl::StatusOr<Message> EngineImpl::Decrypt(Message m, absl::Span<const uint8_t>
   last_received_ = clock_.Now();
   if ((sa_.local_behind_nat || sa_.remote_behind_nat) && !(current_from_ == remote_)) {
     // RFC 7296 §2.23: follow the peer's NAT mapping, on authenticated
-    // messages only.
+    // messages only; the CHILD SAs' encapsulation follows.
+    // (The initiator's float from 500 to 4500 during IKE_AUTH is no move.)
     remote_ = current_from_;
+    if (state_ != State::kEstablished && state_ != State::kDeleting) return m;
+    ++counters_.peer_moves;
+    LOG_INFO("peer's NAT mapping moved").With("port", static_cast<uint64_t>(remote_.port));
+    for (ChildSa& child : children_) {
+      SetEncapsulation(child);
+      if (absl::Status s = sink_.MoveChildSa(child, remote_); !s.ok()) {
+        LOG_WARNING("cannot move the CHILD SA to the peer's new mapping")
+            .With("spi_in", static_cast<uint64_t>(child.inbound_spi))
+            .With("error", s.ToString());
+      }
+    }
   }
   return m;
 }

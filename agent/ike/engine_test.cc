@@ -55,9 +55,21 @@ class RecordingSink : public ChildSaSink {
     ADD_FAILURE() << "removed an SA that is not installed: " << sa.inbound_spi;
     return absl::NotFoundError("no such SA");
   }
+  absl::Status MoveChildSa(const ChildSa& sa, const Endpoint& peer) override {
+    moves.push_back(peer);
+    for (ChildSa& c : live) {
+      if (c.inbound_spi == sa.inbound_spi) {
+        c = sa;
+        return absl::OkStatus();
+      }
+    }
+    ADD_FAILURE() << "moved an SA that is not installed: " << sa.inbound_spi;
+    return absl::NotFoundError("no such SA");
+  }
   std::vector<ChildSa> installed;  // Every SA ever installed.
   std::vector<ChildSa> live;       // Installed and not removed.
   std::vector<uint32_t> removed;
+  std::vector<Endpoint> moves;
 };
 
 Bytes V4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) { return {a, b, c, d}; }
@@ -1215,6 +1227,31 @@ TEST(EngineRekeyTest, RekeyedSaFollowsTheNatMapping) {
   ASSERT_TRUE(pair.Pump(absl::Seconds(10)));
   ExpectOneMirroredChild(pair);
   EXPECT_EQ(pair.sink_r().live[0].remote_port, 40124);
+}
+
+// RFC 7296 §2.23: when the initiator's NAT mapping changes, the responder
+// moves the installed SA to the new port on the next authenticated
+// message (here a DPD probe), without a rekey.
+TEST(EngineRekeyTest, InstalledSaFollowsTheNatMapping) {
+  Side i, r;
+  i.private_address = V4(10, 9, 9, 9);
+  i.dpd_interval = absl::Seconds(30);
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run(absl::Seconds(5)));
+  ASSERT_EQ(pair.sink_r().live.size(), 1u);
+  const uint32_t spi = pair.sink_r().live[0].inbound_spi;
+  EXPECT_EQ(pair.sink_r().live[0].remote_port, 4500);
+  EXPECT_TRUE(pair.sink_r().moves.empty());
+  pair.set_initiator_nat_port(40200);
+  ASSERT_TRUE(pair.Pump(absl::Seconds(40)));  // A DPD probe from the new port.
+  ASSERT_EQ(pair.sink_r().moves.size(), 1u);
+  EXPECT_EQ(pair.sink_r().moves[0].port, 40200);
+  ASSERT_EQ(pair.sink_r().live.size(), 1u);
+  EXPECT_EQ(pair.sink_r().live[0].inbound_spi, spi);  // Moved, not replaced.
+  EXPECT_EQ(pair.sink_r().live[0].remote_port, 40200);
+  EXPECT_EQ(pair.responder().counters().peer_moves, 1u);
+  EXPECT_EQ(pair.initiator().counters().peer_moves, 0u);
+  EXPECT_TRUE(pair.sink_i().moves.empty());
 }
 
 TEST(EngineRekeyTest, CollisionsSettleOnOneSaOverManySeeds) {
