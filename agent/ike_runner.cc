@@ -551,6 +551,9 @@ absl::Status IkeRunner::Loop::Configure(Tunnel& t, const strait::v1::TunnelSpec&
   if (!options_.retransmit_timeouts.empty()) {
     config->retransmit_timeouts = options_.retransmit_timeouts;
   }
+  // The end that brings the tunnel up also brings back a CHILD SA that the
+  // peer deleted without its IKE SA; the other end waits for it.
+  if (t.initiator) config->child_recreate_delay = kChildRecreateDelay;
   UnusedSink unused;
   absl::StatusOr<ike::EnginePtr> check = ike::CreateEngine(*config, clock_, *random_, unused);
   if (!check.ok()) return check.status();
@@ -1023,7 +1026,9 @@ void IkeRunner::Loop::Promote(Tunnel& t, std::unique_ptr<Sa> sa) {
       .With("tunnel", t.name)
       .With("role", Role(sa->initiator))
       .With("spi_i", sa->ike_status.initiator_spi())
-      .With("spi_r", sa->ike_status.responder_spi());
+      .With("spi_r", sa->ike_status.responder_spi())
+      .With("local_behind_nat", sa->ike_status.local_behind_nat())
+      .With("remote_behind_nat", sa->ike_status.remote_behind_nat());
   if (t.current != nullptr) {
     // The peer restarted, or this is a reauthentication (ours, or the
     // peer's racing our reconnect): make before break. The peer hears of
@@ -1325,6 +1330,15 @@ void IkeRunner::Loop::Report(Tunnel& t) {
     status.set_phase(strait::v1::TUNNEL_PHASE_ERROR);
     status.set_reason(kSocketErrorReason);
     status.set_message(t.local->error);
+  } else if (t.current != nullptr && !t.current->child.has_value()) {
+    // The peer deleted the CHILD SA and kept the IKE SA: no traffic flows
+    // until a new CHILD SA is up.
+    status.set_phase(strait::v1::TUNNEL_PHASE_CONNECTING);
+    status.set_reason(kChildSaDeletedReason);
+    status.set_message(t.initiator
+                           ? "the peer deleted the CHILD SA; creating a new one in the IKE SA"
+                           : "the peer deleted the CHILD SA; waiting for it to create a new one");
+    *status.mutable_ike_sa() = t.current->ike_status;
   } else if (t.current != nullptr) {
     status.set_phase(strait::v1::TUNNEL_PHASE_ESTABLISHED);
     status.set_reason("ESTABLISHED");

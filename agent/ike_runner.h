@@ -31,7 +31,10 @@
 //
 // Each tunnel end's state goes to the applier as its reported status:
 // CONNECTING while negotiating, ESTABLISHED with the IKE and CHILD SA,
-// FAILED with the engine's failure reason (kept while retrying), ERROR when
+// CONNECTING with reason CHILD_SA_DELETED while the IKE SA has no CHILD SA
+// (the peer deleted it; an initiating end creates a new one after
+// kChildRecreateDelay), FAILED with the engine's failure reason (kept while
+// retrying), ERROR when
 // the tunnel's local configuration is unusable.
 
 #include <cstdint>
@@ -58,6 +61,12 @@ inline constexpr char kSocketErrorReason[] = "SOCKET_ERROR";
 // An earlier tunnel has the same local and remote addresses: a new IKE SA
 // from that peer could not be told apart until IKE_AUTH picks the tunnel.
 inline constexpr char kPeerAddressInUseReason[] = "PEER_ADDRESS_IN_USE";
+
+// CONNECTING reason: the peer deleted the CHILD SA and kept the IKE SA.
+inline constexpr char kChildSaDeletedReason[] = "CHILD_SA_DELETED";
+// How long an initiating tunnel waits for the peer to create a new CHILD
+// SA in place of one it deleted before creating it itself.
+inline constexpr absl::Duration kChildRecreateDelay = absl::Seconds(2);
 
 struct IkeRunnerOptions {
   // UDP ports of IKE and of NAT-T (RFC 3948), ours and the peers'; tests

@@ -126,6 +126,12 @@ struct EngineConfig {
   // Zero: only when RekeyChild() is called (or the peer rekeys).
   absl::Duration child_rekey_after = absl::ZeroDuration();
   absl::Duration rekey_fuzz = absl::ZeroDuration();
+  // When the peer deletes the last CHILD SA and keeps the IKE SA (strongSwan
+  // on `swanctl --terminate --child`, or after the SA's hard expiry), this
+  // end creates a new one in the IKE SA with CREATE_CHILD_SA (no REKEY_SA)
+  // this long afterwards, unless the peer has made one by then. Zero: it
+  // waits for the peer to do so.
+  absl::Duration child_recreate_delay = absl::ZeroDuration();
 };
 
 // Randomness for SPIs and nonces. DH private keys come from OpenSSL's DRBG
@@ -292,6 +298,10 @@ class Engine {
   // Rekeys the CHILD SA now (a kernel soft-expire, say), or as soon as the
   // request in flight is answered. FailedPrecondition unless established.
   virtual absl::Status RekeyChild() = 0;
+  // Deletes the newest CHILD SA with an INFORMATIONAL DELETE and keeps the
+  // IKE SA (what strongSwan does on a CHILD SA's hard expiry or `swanctl
+  // --terminate --child`). FailedPrecondition unless established with one.
+  virtual absl::Status DeleteChild() = 0;
   // A UDP payload received from `from` (non-ESP marker already stripped).
   virtual void HandleDatagram(absl::Span<const uint8_t> datagram, const Endpoint& from) = 0;
   // Runs timers due at `now` (retransmission, give-up).

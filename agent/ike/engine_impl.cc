@@ -575,8 +575,9 @@ void EngineImpl::HandleRekeyResponse(const Message& plain) {
     return;
   }
   if (!InstallRekeyed(*task)) return;
-  ++counters_.child_rekeys_initiated;
   ScheduleRekey();
+  if (task->old().inbound_spi == 0 && !peer.has_value()) return;  // Created, replaced nothing.
+  ++counters_.child_rekeys_initiated;
   if (!peer.has_value()) {
     last_rekey_ =
         PeerRekey{task->ni(), task->nr(), task->old().inbound_spi, task->child().inbound_spi};
@@ -650,6 +651,15 @@ void EngineImpl::RemoveChild(uint32_t inbound_spi, bool by_peer) {
     e.child_outbound_spi = it->outbound_spi;
     events_.push_back(std::move(e));
     children_.erase(it);
+    if (by_peer && children_.empty() && state_ == State::kEstablished &&
+        config_.child_recreate_delay > absl::ZeroDuration()) {
+      // Shares the rekey timer: a CHILD SA that the peer creates first
+      // reschedules it (HandleRekeyRequest), and RekeyChild() then rekeys
+      // that one in its time instead.
+      LOG_INFO("the peer deleted the last CHILD SA: creating a new one")
+          .With("after", absl::FormatDuration(config_.child_recreate_delay));
+      rekey_at_ = clock_.Now() + config_.child_recreate_delay;
+    }
     return;
   }
 }
@@ -701,7 +711,9 @@ void EngineImpl::ScheduleRekey() {
 }
 
 absl::Status EngineImpl::RekeyChild() {
-  if (state_ != State::kEstablished || children_.empty()) {
+  const bool recreate =
+      children_.empty() && config_.child_recreate_delay > absl::ZeroDuration();
+  if (state_ != State::kEstablished || (children_.empty() && !recreate)) {
     return absl::FailedPreconditionError("no established CHILD SA to rekey");
   }
   if (pending_) {
@@ -709,15 +721,30 @@ absl::Status EngineImpl::RekeyChild() {
     return absl::OkStatus();
   }
   rekey_at_.reset();
-  // The newest CHILD SA is the one to replace.
-  rekey_task_ = std::make_unique<RekeyChildTask>(sa_, config_, random_, children_.back(),
-                                                 /*initiator=*/true);
+  // The newest CHILD SA is the one to replace; with none left, a new one
+  // for the configured selectors.
+  ChildSa fresh;
+  if (recreate) {
+    fresh.local_ts = config_.local_ts;
+    fresh.remote_ts = config_.remote_ts;
+    SetEncapsulation(fresh);
+  }
+  rekey_task_ = std::make_unique<RekeyChildTask>(
+      sa_, config_, random_, recreate ? fresh : children_.back(), /*initiator=*/true);
   Message m;
   m.header = Header(kExchangeCreateChildSa, next_request_id_, false);
   RETURN_IF_ERROR(rekey_task_->Build(m));
   ASSIGN_OR_RETURN(Bytes bytes, Encode(m));
   SendRequest(std::move(bytes), kExchangeCreateChildSa, next_request_id_++);
   request_deadline_ = clock_.Now() + config_.dpd_timeout;
+  return absl::OkStatus();
+}
+
+absl::Status EngineImpl::DeleteChild() {
+  if (state_ != State::kEstablished || children_.empty()) {
+    return absl::FailedPreconditionError("no established CHILD SA to delete");
+  }
+  QueueChildDelete(children_.back().inbound_spi);
   return absl::OkStatus();
 }
 

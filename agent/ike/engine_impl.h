@@ -42,6 +42,7 @@ class EngineImpl : public Engine {
   absl::Status Initiate() override;
   void Delete() override;
   absl::Status RekeyChild() override;
+  absl::Status DeleteChild() override;
   void HandleDatagram(absl::Span<const uint8_t> datagram, const Endpoint& from) override;
   void Tick(absl::Time now) override;
   std::optional<absl::Time> NextDeadline() const override;

@@ -108,6 +108,7 @@ struct Side {
   absl::Duration dpd_timeout = absl::Seconds(150);
   absl::Duration child_rekey_after = absl::ZeroDuration();
   absl::Duration rekey_fuzz = absl::ZeroDuration();
+  absl::Duration child_recreate_delay = absl::ZeroDuration();
   bool force_encapsulation = false;
   // The address this side believes it has, when a NAT rewrites it.
   Bytes private_address;
@@ -143,6 +144,7 @@ EngineConfig MakeConfig(const Side& side, const Endpoint& local, const Endpoint&
   c.child_rekey_after = side.child_rekey_after;
   c.force_encapsulation = side.force_encapsulation;
   c.rekey_fuzz = side.rekey_fuzz;
+  c.child_recreate_delay = side.child_recreate_delay;
   return c;
 }
 
@@ -1200,6 +1202,76 @@ TEST(EngineRekeyTest, ScheduleSurvivesALostCollision) {
   ASSERT_TRUE(pair.Pump(absl::Seconds(60)));
   EXPECT_EQ(pair.initiator().counters().child_rekeys_initiated, 1u);
   ExpectOneMirroredChild(pair);
+}
+
+// --- a CHILD SA deleted, the IKE SA kept ---
+
+TEST_P(EngineRekeyTest, DeletedChildSaIsCreatedAgainInTheIkeSa) {
+  Side i, r;
+  i.esp = r.esp = GetParam();
+  i.child_recreate_delay = absl::Seconds(2);
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run(absl::Seconds(1)));
+  const ChildSa first = pair.sink_i().live.at(0);
+  ASSERT_TRUE(pair.responder().DeleteChild().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(1)));
+  // The initiator dropped it and waits; the IKE SA stays.
+  EXPECT_TRUE(pair.sink_i().live.empty());
+  EXPECT_TRUE(pair.sink_r().live.empty());
+  const EngineEvent* deleted = pair.FindEvent(true, Kind::kChildSaDeleted);
+  ASSERT_NE(deleted, nullptr);
+  EXPECT_TRUE(deleted->by_peer);
+  EXPECT_EQ(deleted->child_inbound_spi, first.inbound_spi);
+  EXPECT_EQ(pair.initiator().state(), Engine::State::kEstablished);
+  ASSERT_TRUE(pair.initiator().next_child_rekey().has_value());
+  // A CREATE_CHILD_SA without REKEY_SA (the responder refuses a REKEY_SA
+  // for an SA it does not have) makes a new one.
+  ASSERT_TRUE(pair.Pump(absl::Seconds(5)));
+  ExpectOneMirroredChild(pair);
+  EXPECT_NE(pair.sink_i().live[0].inbound_spi, first.inbound_spi);
+  EXPECT_EQ(pair.sink_i().installed.size(), 2u);
+  EXPECT_EQ(pair.initiator().counters().child_rekeys_initiated, 0u);
+  EXPECT_EQ(pair.initiator().counters().child_rekey_failures, 0u);
+  EXPECT_EQ(pair.initiator().state(), Engine::State::kEstablished);
+  EXPECT_EQ(pair.responder().state(), Engine::State::kEstablished);
+  EXPECT_EQ(pair.events_i.back().kind, Kind::kChildSaEstablished);
+  EXPECT_FALSE(pair.events_i.back().rekeyed);
+  // The new SA rekeys like any other.
+  ASSERT_TRUE(pair.initiator().RekeyChild().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(5)));
+  ExpectOneMirroredChild(pair);
+  EXPECT_EQ(pair.initiator().counters().child_rekeys_initiated, 1u);
+}
+
+TEST(EngineRekeyTest, DeletedChildSaStaysDeletedWithoutRecreateDelay) {
+  Side i, r;
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run(absl::Seconds(1)));
+  ASSERT_TRUE(pair.responder().DeleteChild().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(60)));
+  EXPECT_TRUE(pair.sink_i().live.empty());
+  EXPECT_TRUE(pair.sink_r().live.empty());
+  EXPECT_EQ(pair.initiator().state(), Engine::State::kEstablished);
+  EXPECT_FALSE(pair.initiator().RekeyChild().ok());
+  EXPECT_FALSE(pair.initiator().DeleteChild().ok());
+}
+
+TEST(EngineRekeyTest, PeerCreatingTheChildSaFirstCancelsOurs) {
+  Side i, r;
+  i.child_recreate_delay = absl::Seconds(5);
+  r.child_recreate_delay = absl::Seconds(1);
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run(absl::Seconds(1)));
+  ASSERT_TRUE(pair.responder().DeleteChild().ok());
+  ASSERT_TRUE(pair.Pump(absl::Milliseconds(500)));
+  EXPECT_TRUE(pair.sink_i().live.empty());
+  // The deleting end makes the replacement itself before the initiator's
+  // timer runs out; the initiator then has nothing to create.
+  ASSERT_TRUE(pair.responder().RekeyChild().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(20)));
+  ExpectOneMirroredChild(pair);
+  EXPECT_EQ(pair.sink_i().installed.size(), 2u);
+  EXPECT_EQ(pair.sink_r().installed.size(), 2u);
 }
 
 // Found by simulation_test (NatInFrontOfTheInitiator, seed 1): behind a

@@ -826,11 +826,14 @@ absl::Status RekeyChildTask::Build(Message& m) {
     if (dh_group_ != 0 && (dh_ == nullptr || dh_->group() != static_cast<DhGroup>(dh_group_))) {
       ASSIGN_OR_RETURN(dh_, CreateDiffieHellman(static_cast<DhGroup>(dh_group_)));
     }
-    NotifyPayload rekey;
-    rekey.protocol_id = kProtocolEsp;
-    rekey.spi = Spi32Bytes(old_.inbound_spi);
-    rekey.type = kNotifyRekeySa;
-    m.payloads.push_back(MakePayload(kPayloadNotify, std::move(rekey)));
+    // An `old` without SPIs: a new CHILD SA in place of a deleted one.
+    if (old_.inbound_spi != 0) {
+      NotifyPayload rekey;
+      rekey.protocol_id = kProtocolEsp;
+      rekey.spi = Spi32Bytes(old_.inbound_spi);
+      rekey.type = kNotifyRekeySa;
+      m.payloads.push_back(MakePayload(kPayloadNotify, std::move(rekey)));
+    }
     SaPayload sa;
     for (size_t i = 0; i < config_.esp_proposals.size(); ++i) {
       sa.proposals.push_back(ToWireProposal(config_.esp_proposals[i], static_cast<uint8_t>(i + 1),

@@ -154,7 +154,9 @@ class IkeAuthTask {
 class RekeyChildTask {
  public:
   // `old` is the CHILD SA being replaced; `initiator` says who started
-  // this exchange (not who started the IKE SA).
+  // this exchange (not who started the IKE SA). An initiator's `old`
+  // without an inbound SPI (only selectors and encapsulation) makes a new
+  // CHILD SA: the request carries no REKEY_SA.
   RekeyChildTask(IkeSa& sa, const EngineConfig& config, RandomSource& random, const ChildSa& old,
                  bool initiator)
       : sa_(sa), config_(config), random_(random), old_(old), initiator_(initiator) {
