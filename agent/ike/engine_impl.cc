@@ -711,8 +711,7 @@ void EngineImpl::ScheduleRekey() {
 }
 
 absl::Status EngineImpl::RekeyChild() {
-  const bool recreate =
-      children_.empty() && config_.child_recreate_delay > absl::ZeroDuration();
+  const bool recreate = children_.empty() && config_.child_recreate_delay > absl::ZeroDuration();
   if (state_ != State::kEstablished || (children_.empty() && !recreate)) {
     return absl::FailedPreconditionError("no established CHILD SA to rekey");
   }
