@@ -255,7 +255,9 @@ class IkeRunner::Loop {
     bool initiator = false;
     std::unique_ptr<Sink> sink;  // Declared before the engine, which uses it.
     ike::EnginePtr engine;
-    uint64_t local_spi = 0;  // Ours, once the engine sent it; the dispatch key.
+    // Ours (the dispatch keys), as the engine names them: the current IKE
+    // SA's, and a rekeyed one's until it is deleted.
+    std::vector<uint64_t> local_spis;
     uint64_t peer_spi = 0;   // Responders: the initiator's SPI.
     absl::Time started;
     absl::Time give_up = absl::InfiniteFuture();  // Responders, while half-open.
@@ -330,6 +332,8 @@ class IkeRunner::Loop {
   // takes its events and counters. Changes no container.
   void Flush(Sa& sa);
   void Send(Sa& sa, const ike::OutboundDatagram& d);
+  // Points our SPIs of `sa` (by_spi_) at it: those the engine uses now.
+  void SyncSpis(Sa& sa);
   // Moves established SAs into place and retires ended ones; reports.
   void Settle(Tunnel& t);
   void Promote(Tunnel& t, std::unique_ptr<Sa> sa);
@@ -848,22 +852,8 @@ void IkeRunner::Loop::StartInitiator(Tunnel& t) {
 }
 
 void IkeRunner::Loop::Flush(Sa& sa) {
-  for (const ike::OutboundDatagram& d : sa.engine->TakeDatagrams()) {
-    if (sa.local_spi == 0 && d.data.size() >= ike::kIkeHeaderSize) {
-      const uint64_t spi = ReadBe64(d.data.data() + (sa.initiator ? 0 : 8));
-      if (spi != 0) {
-        auto [it, added] = by_spi_.emplace(spi, &sa);
-        if (added) {
-          sa.local_spi = spi;
-        } else {
-          // Two random 64-bit SPIs alike: the newer SA gets no datagrams
-          // and fails; the next attempt draws another.
-          LOG_ERROR("IKE SPI collision").With("node", node_).With("tunnel", sa.tunnel->name);
-        }
-      }
-    }
-    Send(sa, d);
-  }
+  SyncSpis(sa);
+  for (const ike::OutboundDatagram& d : sa.engine->TakeDatagrams()) Send(sa, d);
   for (ike::EngineEvent& e : sa.engine->TakeEvents()) {
     switch (e.kind) {
       case ike::EngineEvent::Kind::kIkeSaEstablished: {
@@ -880,6 +870,34 @@ void IkeRunner::Loop::Flush(Sa& sa) {
         SetTimestamp(clock_.Now(), s.mutable_established_time());
         break;
       }
+      case ike::EngineEvent::Kind::kIkeSaRekeyed: {
+        // The CHILD SAs stay as they are; the status names the new SPIs.
+        strait::v1::IkeSaStatus& s = sa.ike_status;
+        s.set_initiator_spi(absl::StrFormat("%016x", e.ike_spi_i));
+        s.set_responder_spi(absl::StrFormat("%016x", e.ike_spi_r));
+        s.set_initiator(e.initiator);
+        s.set_algorithms(ike::SuiteName(e.algorithms, /*ike=*/true));
+        SetTimestamp(clock_.Now(), s.mutable_established_time());
+        sa.summary = absl::StrFormat(
+            "IKE %s, SPIs %016x_i %016x_r; ESP %s, SPIs %s_i %s_o (%s)", s.algorithms(),
+            e.ike_spi_i, e.ike_spi_r, sa.child_status.algorithms(),
+            sa.child_status.inbound_spi(), sa.child_status.outbound_spi(), Role(sa.initiator));
+        LOG_INFO("IKE SA rekeyed")
+            .With("node", node_)
+            .With("tunnel", sa.tunnel->name)
+            .With("spi_i", s.initiator_spi())
+            .With("spi_r", s.responder_spi())
+            .With("old_spi_i", absl::StrFormat("%016x", e.old_ike_spi_i))
+            .With("old_spi_r", absl::StrFormat("%016x", e.old_ike_spi_r));
+        break;
+      }
+      case ike::EngineEvent::Kind::kIkeSaRekeyFailed:
+        LOG_WARNING("IKE SA rekey failed")
+            .With("node", node_)
+            .With("tunnel", sa.tunnel->name)
+            .With("reason", ike::FailureReasonName(e.reason))
+            .With("detail", e.detail);
+        break;
       case ike::EngineEvent::Kind::kChildSaDeleted:
         break;
       case ike::EngineEvent::Kind::kChildSaRekeyFailed:
@@ -920,6 +938,9 @@ void IkeRunner::Loop::Flush(Sa& sa) {
   metrics_.ChildRekeys(true, true, c.child_rekeys_initiated - sa.seen.child_rekeys_initiated);
   metrics_.ChildRekeys(true, false, c.child_rekey_failures - sa.seen.child_rekey_failures);
   metrics_.ChildRekeys(false, true, c.child_rekeys_answered - sa.seen.child_rekeys_answered);
+  metrics_.IkeRekeys(true, true, c.ike_rekeys_initiated - sa.seen.ike_rekeys_initiated);
+  metrics_.IkeRekeys(true, false, c.ike_rekey_failures - sa.seen.ike_rekey_failures);
+  metrics_.IkeRekeys(false, true, c.ike_rekeys_answered - sa.seen.ike_rekeys_answered);
   metrics_.RekeyCollisions(c.rekey_collisions - sa.seen.rekey_collisions);
   metrics_.DpdProbes(c.dpd_probes_sent - sa.seen.dpd_probes_sent);
   metrics_.Deletes(true, c.deletes_sent - sa.seen.deletes_sent);
@@ -929,6 +950,28 @@ void IkeRunner::Loop::Flush(Sa& sa) {
                          c.retransmits_by_exchange[i] - sa.seen.retransmits_by_exchange[i]);
   }
   sa.seen = c;
+}
+
+void IkeRunner::Loop::SyncSpis(Sa& sa) {
+  std::vector<uint64_t> now = sa.engine->local_spis();
+  for (uint64_t spi : sa.local_spis) {
+    if (std::find(now.begin(), now.end(), spi) != now.end()) continue;
+    auto it = by_spi_.find(spi);
+    if (it != by_spi_.end() && it->second == &sa) by_spi_.erase(it);
+  }
+  std::vector<uint64_t> kept;
+  for (uint64_t spi : now) {
+    auto [it, added] = by_spi_.emplace(spi, &sa);
+    if (added || it->second == &sa) {
+      kept.push_back(spi);
+    } else if (std::find(sa.local_spis.begin(), sa.local_spis.end(), spi) ==
+               sa.local_spis.end()) {
+      // Two random 64-bit SPIs alike: the newer SA gets no datagrams
+      // and fails (or its rekey does); the next attempt draws another.
+      LOG_ERROR("IKE SPI collision").With("node", node_).With("tunnel", sa.tunnel->name);
+    }
+  }
+  sa.local_spis = std::move(kept);
 }
 
 void IkeRunner::Loop::Send(Sa& sa, const ike::OutboundDatagram& d) {
@@ -1081,10 +1124,11 @@ void IkeRunner::Loop::ScheduleRetry(Tunnel& t) {
 
 void IkeRunner::Loop::Retire(std::unique_ptr<Sa> sa,
                              const std::vector<dataplane::PolicyConfig>& keep) {
-  if (sa->local_spi != 0) {
-    auto it = by_spi_.find(sa->local_spi);
+  for (uint64_t spi : sa->local_spis) {
+    auto it = by_spi_.find(spi);
     if (it != by_spi_.end() && it->second == sa.get()) by_spi_.erase(it);
   }
+  sa->local_spis.clear();
   for (const InstalledChildSa& older : sa->older_children) {
     ReportChildCounters(sa->tunnel->name, older);
     if (absl::Status s = RemoveChildSa(dataplane_, older, keep); !s.ok()) {

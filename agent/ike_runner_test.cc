@@ -103,6 +103,7 @@ struct TunnelOptions {
   std::string psk = kPsk;
   std::string ike = "aes256gcm16-prfsha384-ecp384";
   std::string esp = "aes256gcm16";
+  absl::Duration ike_lifetime = absl::ZeroDuration();  // Unset when zero.
 };
 
 NodeTunnel Tunnel(const std::string& name, const std::string& node,
@@ -121,6 +122,9 @@ NodeTunnel Tunnel(const std::string& name, const std::string& node,
   spec->mutable_auth()->mutable_psk()->set_value(o.psk);
   spec->mutable_ike()->add_proposals(o.ike);
   spec->mutable_esp()->add_proposals(o.esp);
+  if (o.ike_lifetime > absl::ZeroDuration()) {
+    spec->mutable_ike()->mutable_lifetime()->set_seconds(absl::ToInt64Seconds(o.ike_lifetime));
+  }
   return t;
 }
 
@@ -634,6 +638,69 @@ TEST_F(IkeRunnerTest, SoftExpiryRekeysTheChildSaFromEitherEnd) {
   EXPECT_EQ(a->Metric("strait_agent_ike_handshakes_total",
                       {{"role", "initiator"}, {"result", "success"}}),
             1);
+}
+
+// spec.ike.lifetime rekeys the IKE SA (CREATE_CHILD_SA): both ends move to
+// the new SPIs (datagrams for them reach the engine), report them, count
+// the rekey, and keep the CHILD SA as it was; a CHILD SA rekey then runs
+// over the new IKE SA.
+TEST_F(IkeRunnerTest, IkeLifetimeRekeysTheIkeSaAndKeepsTheChildSa) {
+  auto a = NewAgent(kNodeA);
+  auto b = NewAgent(kNodeB);
+  TunnelOptions o;
+  o.ike_lifetime = absl::Seconds(4);  // Rekeyed after 3.4 to 3.6 s.
+  b->Apply({Tunnel("ab", kNodeB, o)});
+  a->Apply({Tunnel("ab", kNodeA, o)});
+  ASSERT_TRUE(a->WaitForPhase("ab", strait::v1::TUNNEL_PHASE_ESTABLISHED));
+  ASSERT_TRUE(b->WaitForPhase("ab", strait::v1::TUNNEL_PHASE_ESTABLISHED));
+  const TunnelEndStatus before = a->Status("ab");
+  ASSERT_EQ(before.child_sas_size(), 1);
+  auto rekeys = [](Agent& agent, const char* role) {
+    return agent.Metric("strait_agent_ike_rekeys_total",
+                        {{"kind", "ike"}, {"role", role}, {"result", "success"}});
+  };
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const TunnelEndStatus sa = a->Status("ab");
+        const TunnelEndStatus sb = b->Status("ab");
+        return sa.ike_sa().initiator_spi() != before.ike_sa().initiator_spi() &&
+               sa.ike_sa().initiator_spi() == sb.ike_sa().initiator_spi() &&
+               sa.ike_sa().responder_spi() == sb.ike_sa().responder_spi() &&
+               rekeys(*a, "initiator") + rekeys(*b, "initiator") >= 1 &&
+               rekeys(*a, "responder") + rekeys(*b, "responder") >= 1;
+      },
+      absl::Seconds(30)))
+      << PhaseName(a->Status("ab")) << " / " << PhaseName(b->Status("ab"));
+  const TunnelEndStatus after = a->Status("ab");
+  EXPECT_EQ(after.phase(), strait::v1::TUNNEL_PHASE_ESTABLISHED);
+  EXPECT_NE(after.ike_sa().responder_spi(), before.ike_sa().responder_spi());
+  EXPECT_THAT(after.message(), ::testing::HasSubstr(after.ike_sa().initiator_spi()));
+  // The CHILD SA is the one from IKE_AUTH, still in the dataplane.
+  ASSERT_EQ(after.child_sas_size(), 1);
+  EXPECT_EQ(after.child_sas(0).inbound_spi(), before.child_sas(0).inbound_spi());
+  EXPECT_EQ(after.child_sas(0).outbound_spi(), before.child_sas(0).outbound_spi());
+  EXPECT_THAT(a->dataplane().Sas(), SizeIs(2));
+  EXPECT_THAT(a->dataplane().Policies(), SizeIs(3));
+  // No new IKE SA was negotiated, and nothing was dropped.
+  EXPECT_EQ(a->Metric("strait_agent_ike_handshakes_total",
+                      {{"role", "initiator"}, {"result", "success"}}),
+            1);
+  EXPECT_EQ(a->Metric("strait_agent_ike_dropped_total", {{"reason", "no_tunnel"}}), 0);
+  EXPECT_EQ(b->Metric("strait_agent_ike_dropped_total", {{"reason", "no_tunnel"}}), 0);
+  // A CHILD SA rekey over the new IKE SA.
+  dataplane::DataplaneEvent soft;
+  soft.kind = dataplane::DataplaneEvent::Kind::kSoftExpire;
+  soft.sa = SaId{Ip("127.0.0.1"), ParseSpi(after.child_sas(0).inbound_spi())};
+  a->dataplane().Emit(soft);
+  ASSERT_TRUE(WaitFor([&] {
+    const TunnelEndStatus sa = a->Status("ab");
+    const TunnelEndStatus sb = b->Status("ab");
+    return sa.child_sas_size() == 1 && sb.child_sas_size() == 1 &&
+           sa.child_sas(0).inbound_spi() != before.child_sas(0).inbound_spi() &&
+           sa.child_sas(0).inbound_spi() == sb.child_sas(0).outbound_spi() &&
+           a->dataplane().Sas().size() == 2 && b->dataplane().Sas().size() == 2;
+  }));
+  EXPECT_EQ(a->Status("ab").phase(), strait::v1::TUNNEL_PHASE_ESTABLISHED);
 }
 
 // The agent reads SA counters every 2 s; what an SA carried after the last

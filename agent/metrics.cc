@@ -177,7 +177,7 @@ IkeMetrics::IkeMetrics(prometheus::Registry& registry)
                    .Register(registry)),
       rekeys_(prometheus::BuildCounter()
                   .Name("strait_agent_ike_rekeys_total")
-                  .Help("Rekeys (CREATE_CHILD_SA), by kind (child), role (initiator: this end "
+                  .Help("Rekeys (CREATE_CHILD_SA), by kind (child, ike), role (initiator: this end "
                         "started it) and result (success, failure).")
                   .Register(registry)),
       rekey_collisions_(prometheus::BuildCounter()
@@ -240,7 +240,9 @@ IkeMetrics::IkeMetrics(prometheus::Registry& registry)
                           .Register(registry)) {
   for (const char* role : {"initiator", "responder"}) {
     for (const char* result : {"success", "failure"}) {
-      rekeys_.Add({{"kind", "child"}, {"role", role}, {"result", result}});
+      for (const char* kind : {"child", "ike"}) {
+        rekeys_.Add({{"kind", kind}, {"role", role}, {"result", result}});
+      }
     }
   }
   for (const char* action : {"restart", "clear", "hold"}) dead_peers_.Add({{"action", action}});
@@ -334,6 +336,15 @@ void IkeMetrics::ChildRekeys(bool initiator, bool success, uint64_t count) {
   if (count == 0) return;
   rekeys_
       .Add({{"kind", "child"},
+            {"role", initiator ? "initiator" : "responder"},
+            {"result", success ? "success" : "failure"}})
+      .Increment(static_cast<double>(count));
+}
+
+void IkeMetrics::IkeRekeys(bool initiator, bool success, uint64_t count) {
+  if (count == 0) return;
+  rekeys_
+      .Add({{"kind", "ike"},
             {"role", initiator ? "initiator" : "responder"},
             {"result", success ? "success" : "failure"}})
       .Increment(static_cast<double>(count));

@@ -124,6 +124,9 @@ class IkeMetrics {
   // "failure"}: CREATE_CHILD_SA rekeys that this end started (initiator)
   // or answered (responder).
   void ChildRekeys(bool initiator, bool success, uint64_t count);
+  // strait_agent_ike_rekeys_total{kind="ike",role,result}: IKE SA rekeys
+  // (RFC 7296 §1.3.2), as for ChildRekeys.
+  void IkeRekeys(bool initiator, bool success, uint64_t count);
   // strait_agent_ike_rekey_collisions_total.
   void RekeyCollisions(uint64_t count);
   // strait_agent_ike_dpd_probes_total: liveness checks sent.

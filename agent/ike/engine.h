@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -132,6 +133,12 @@ struct EngineConfig {
   // this long afterwards, unless the peer has made one by then. Zero: it
   // waits for the peer to do so.
   absl::Duration child_recreate_delay = absl::ZeroDuration();
+  // IKE SA rekey (RFC 7296 §1.3.2): this long after the IKE SA was made
+  // (or last rekeyed), less a random part of `ike_rekey_fuzz`, this end
+  // replaces it with CREATE_CHILD_SA; the CHILD SAs move to the new IKE SA
+  // as they are. Zero: only when RekeyIke() is called (or the peer rekeys).
+  absl::Duration ike_rekey_after = absl::ZeroDuration();
+  absl::Duration ike_rekey_fuzz = absl::ZeroDuration();
 };
 
 // Randomness for SPIs and nonces. DH private keys come from OpenSSL's DRBG
@@ -201,6 +208,11 @@ struct EngineEvent {
   // deleted the CHILD SA (`child_inbound_spi`), the IKE SA stays.
   // kChildSaRekeyFailed: our CREATE_CHILD_SA failed (`reason`); the old
   // CHILD SA stays and the rekey is tried again later.
+  // kIkeSaRekeyed: a rekey (ours or the peer's) replaced the IKE SA: the
+  // event's SPIs, role and algorithms are the new SA's, `old_ike_spi_*` the
+  // replaced one's (whose SPIs keep working until it is deleted); the
+  // CHILD SAs are unchanged. kIkeSaRekeyFailed: our IKE SA rekey failed
+  // (`reason`); the IKE SA stays and the rekey is tried again later.
   enum class Kind {
     kIkeSaEstablished,
     kChildSaEstablished,
@@ -208,6 +220,8 @@ struct EngineEvent {
     kDeleted,
     kChildSaDeleted,
     kChildSaRekeyFailed,
+    kIkeSaRekeyed,
+    kIkeSaRekeyFailed,
   };
   Kind kind = Kind::kFailed;
   // kIkeSaEstablished and kChildSaEstablished.
@@ -237,6 +251,9 @@ struct EngineEvent {
   std::string detail;
   // kDeleted.
   bool by_peer = false;
+  // kIkeSaRekeyed.
+  uint64_t old_ike_spi_i = 0;
+  uint64_t old_ike_spi_r = 0;
 };
 
 struct OutboundDatagram {
@@ -264,7 +281,12 @@ struct EngineCounters {
   uint64_t child_rekeys_initiated = 0;  // Our CREATE_CHILD_SA rekeys that completed.
   uint64_t child_rekeys_answered = 0;   // The peer's that we completed.
   uint64_t child_rekey_failures = 0;
-  uint64_t rekey_collisions = 0;  // Both ends rekeyed the same SA (RFC 7296 §2.8.1).
+  uint64_t ike_rekeys_initiated = 0;  // Our IKE SA rekeys that completed (and survived).
+  uint64_t ike_rekeys_answered = 0;   // The peer's that we completed (and survived).
+  uint64_t ike_rekey_failures = 0;
+  uint64_t old_ike_sas_expired = 0;  // Replaced IKE SAs dropped without a DELETE exchange.
+  // Both ends rekeyed the same SA (RFC 7296 §2.8.1, §2.8.2), CHILD or IKE.
+  uint64_t rekey_collisions = 0;
   uint64_t nat_keepalives_sent = 0;
   uint64_t peer_moves = 0;  // The peer's NAT mapping changed (RFC 7296 §2.23).
 
@@ -302,6 +324,9 @@ class Engine {
   // IKE SA (what strongSwan does on a CHILD SA's hard expiry or `swanctl
   // --terminate --child`). FailedPrecondition unless established with one.
   virtual absl::Status DeleteChild() = 0;
+  // Rekeys the IKE SA now, or as soon as the request in flight is
+  // answered. FailedPrecondition unless established.
+  virtual absl::Status RekeyIke() = 0;
   // A UDP payload received from `from` (non-ESP marker already stripped).
   virtual void HandleDatagram(absl::Span<const uint8_t> datagram, const Endpoint& from) = 0;
   // Runs timers due at `now` (retransmission, give-up).
@@ -317,6 +342,15 @@ class Engine {
   virtual const EngineCounters& counters() const = 0;
   // When this end rekeys the CHILD SA next, if it is scheduled.
   virtual std::optional<absl::Time> next_child_rekey() const = 0;
+  // When this end rekeys the IKE SA next, if it is scheduled.
+  virtual std::optional<absl::Time> next_ike_rekey() const = 0;
+  // The current IKE SA's SPIs (initiator's, responder's; 0 while unknown).
+  virtual std::pair<uint64_t, uint64_t> ike_spis() const = 0;
+  // Our SPIs (the dispatch keys) of the current IKE SA and of the ones a
+  // rekey replaced that are not deleted yet. Empty before we chose one.
+  virtual std::vector<uint64_t> local_spis() const = 0;
+  // Replaced IKE SAs still kept (until their DELETE exchange or timeout).
+  virtual size_t old_ike_sa_count() const = 0;
 };
 using EnginePtr = std::unique_ptr<Engine>;
 

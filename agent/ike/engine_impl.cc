@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 
@@ -71,14 +72,14 @@ absl::StatusOr<EnginePtr> CreateEngine(EngineConfig config, Clock& clock, Random
   return EnginePtr(std::make_unique<EngineImpl>(std::move(config), clock, random, sink));
 }
 
-absl::StatusOr<Bytes> EngineImpl::Encode(const Message& plain) {
+absl::StatusOr<Bytes> EngineImpl::Encode(const IkeSa& sa, const Message& plain) {
   if (plain.header.exchange_type == kExchangeIkeSaInit) {
     RETURN_IF_ERROR(Verify(plain));
     return EncodeMessage(plain);
   }
   RETURN_IF_ERROR(VerifyPayloads(plain.payloads));
   const Bytes inner = EncodePayloadChain(plain.payloads);
-  const size_t sealed_size = sa_.outbound->SealedSize(inner.size());
+  const size_t sealed_size = sa.outbound->SealedSize(inner.size());
   Message outer;
   outer.header = plain.header;
   SkPayload sk;
@@ -89,15 +90,16 @@ absl::StatusOr<Bytes> EngineImpl::Encode(const Message& plain) {
   const size_t aad_size = bytes.size() - sealed_size;
   ASSIGN_OR_RETURN(
       std::string sealed,
-      sa_.outbound->Seal(absl::string_view(reinterpret_cast<const char*>(bytes.data()), aad_size),
+      sa.outbound->Seal(absl::string_view(reinterpret_cast<const char*>(bytes.data()), aad_size),
                          AsStringView(inner)));
   if (sealed.size() != sealed_size) return absl::InternalError("SK size mismatch");
   std::memcpy(bytes.data() + aad_size, sealed.data(), sealed.size());
   return bytes;
 }
 
-absl::StatusOr<Message> EngineImpl::Decrypt(Message m, absl::Span<const uint8_t> datagram) {
-  if (sa_.inbound == nullptr || m.payloads.empty() || m.payloads.back().type != kPayloadSk) {
+absl::StatusOr<Message> EngineImpl::Decrypt(const IkeSa& sa, Message m,
+                                            absl::Span<const uint8_t> datagram) {
+  if (sa.inbound == nullptr || m.payloads.empty() || m.payloads.back().type != kPayloadSk) {
     return absl::FailedPreconditionError("no SK payload or no keys");
   }
   const auto& sk = std::get<SkPayload>(m.payloads.back().body);
@@ -105,14 +107,14 @@ absl::StatusOr<Message> EngineImpl::Decrypt(Message m, absl::Span<const uint8_t>
   const size_t aad_size = datagram.size() - sk.encrypted.size();
   ASSIGN_OR_RETURN(
       std::string plain,
-      sa_.inbound->Open(absl::string_view(reinterpret_cast<const char*>(datagram.data()), aad_size),
+      sa.inbound->Open(absl::string_view(reinterpret_cast<const char*>(datagram.data()), aad_size),
                         AsStringView(sk.encrypted)));
   ASSIGN_OR_RETURN(std::vector<Payload> inner,
                    DecodePayloadChain(sk.inner_next_payload, BytesOf(plain)));
   RETURN_IF_ERROR(VerifyPayloads(inner));
   m.payloads = std::move(inner);
   last_received_ = clock_.Now();
-  if ((sa_.local_behind_nat || sa_.remote_behind_nat) && !(current_from_ == remote_)) {
+  if ((sa.local_behind_nat || sa.remote_behind_nat) && !(current_from_ == remote_)) {
     // RFC 7296 §2.23: follow the peer's NAT mapping, on authenticated
     // messages only; the CHILD SAs' encapsulation follows.
     // (The initiator's float from 500 to 4500 during IKE_AUTH is no move.)
@@ -221,6 +223,10 @@ void EngineImpl::Fail(FailureReason reason, absl::string_view detail) {
   state_ = State::kFailed;
   pending_ = false;
   half_open_deadline_.reset();
+  old_sas_.clear();
+  ike_rekey_task_.reset();
+  peer_ike_sa_.reset();
+  ike_rekey_at_.reset();
 }
 
 void EngineImpl::ReportIkeSa() {
@@ -265,6 +271,7 @@ void EngineImpl::InstallChild(ChildSa& child) {
   last_received_ = clock_.Now();
   children_.push_back(child);
   ScheduleRekey();
+  ScheduleIkeRekey();
   LOG_INFO("CHILD SA established")
       .With("initiator", sa_.initiator)
       .With("spi_in", static_cast<uint64_t>(child.inbound_spi))
@@ -285,6 +292,13 @@ void EngineImpl::HandleDatagram(absl::Span<const uint8_t> datagram, const Endpoi
     return;
   }
   current_from_ = from;
+  for (OldIkeSa& old : old_sas_) {
+    if (m->header.spi_i == old.sa.spi_i && m->header.spi_r == old.sa.spi_r) {
+      if (!m->header.response) reply_to_ = from;
+      HandleOldSaMessage(old, *m, datagram, from);
+      return;
+    }
+  }
   if (m->header.response) {
     HandleResponse(*m, datagram, from);
   } else {
@@ -358,7 +372,11 @@ void EngineImpl::HandleResponse(const Message& m, absl::Span<const uint8_t> data
   }
   if (pending_exchange_ == kExchangeCreateChildSa) {
     request_deadline_.reset();
-    HandleRekeyResponse(*plain);
+    if (ike_rekey_task_ != nullptr) {
+      HandleIkeRekeyResponse(*plain);
+    } else {
+      HandleRekeyResponse(*plain);
+    }
     if (!pending_) SendQueued();
     return;
   }
@@ -436,6 +454,16 @@ void EngineImpl::HandleEstablishedRequest(const Message& m, absl::Span<const uin
     }
   };
   if (m.header.exchange_type == kExchangeCreateChildSa) {
+    if (IsIkeRekeyRequest(*plain)) {
+      HandleIkeRekeyRequest(*plain, response);
+      respond();
+      if (adopt_after_response_.has_value()) {
+        IkeSa next = *std::exchange(adopt_after_response_, std::nullopt);
+        ++counters_.ike_rekeys_answered;
+        AdoptIkeSa(std::move(next), /*delete_old=*/false);
+      }
+      return;
+    }
     HandleRekeyRequest(*plain, response);
     respond();
     return;
@@ -478,6 +506,20 @@ void EngineImpl::HandleEstablishedRequest(const Message& m, absl::Span<const uin
   respond();
   if (auth_failed) {
     Fail(FailureReason::kAuthenticationFailed, "peer refused our authentication");
+  } else if (delete_ike && ike_rekey_task_ != nullptr && peer_ike_sa_.has_value()) {
+    // RFC 7296 §2.25.2: the peer closes the IKE SA that both of us were
+    // rekeying: its new SA won (§2.8.2) and ours is forgotten.
+    LOG_INFO("IKE SA rekey collision: the peer deleted the old SA, taking its new one");
+    ike_rekey_task_.reset();
+    pending_ = false;
+    request_deadline_.reset();
+    ++counters_.rekey_collisions;
+    ++counters_.ike_rekeys_answered;
+    IkeSa next = *std::exchange(peer_ike_sa_, std::nullopt);
+    AdoptIkeSa(std::move(next), /*delete_old=*/false);
+    // The old SA is deleted now: answered above.
+    old_sas_.pop_back();
+    SendQueued();
   } else if (delete_ike) {
     Deleted(true, "peer deleted the IKE SA");
   } else {
@@ -497,7 +539,8 @@ void EngineImpl::HandleRekeyRequest(const Message& plain, Message& response) {
       if (c.outbound_spi == spi) old = &c;
     }
   }
-  if (state_ == State::kDeleting) {
+  if (state_ == State::kDeleting || IkeRekeyInProgress()) {
+    // RFC 7296 §2.25: not while the IKE SA is going away or being rekeyed.
     NotifyPayload n;
     n.type = kNotifyTemporaryFailure;
     response.payloads.push_back(MakePayload(kPayloadNotify, std::move(n)));
@@ -688,6 +731,13 @@ void EngineImpl::SendQueued() {
     SendInformational(std::move(payloads));
     return;
   }
+  if (ike_rekey_requested_) {
+    ike_rekey_requested_ = false;
+    if (absl::Status s = RekeyIke(); !s.ok()) {
+      LOG_WARNING("cannot start the IKE SA rekey").With("error", s.ToString());
+    }
+    if (pending_) return;
+  }
   if (rekey_requested_) {
     rekey_requested_ = false;
     if (absl::Status s = RekeyChild(); !s.ok()) {
@@ -785,6 +835,10 @@ void EngineImpl::Deleted(bool by_peer, absl::string_view detail) {
   state_ = State::kDeleted;
   pending_ = false;
   request_deadline_.reset();
+  old_sas_.clear();
+  ike_rekey_task_.reset();
+  peer_ike_sa_.reset();
+  ike_rekey_at_.reset();
   half_open_deadline_.reset();
   delete_requested_ = false;
   EngineEvent e = NewEvent(EngineEvent::Kind::kDeleted);
@@ -873,6 +927,7 @@ void EngineImpl::HandleAuthRequest(const Message& m, absl::Span<const uint8_t> d
 }
 
 void EngineImpl::Tick(absl::Time now) {
+  TickOldSas(now);
   if (half_open_deadline_.has_value() && now >= *half_open_deadline_) {
     Fail(FailureReason::kPeerNotResponding, "no IKE_AUTH after IKE_SA_INIT");
     return;
@@ -900,6 +955,14 @@ void EngineImpl::Tick(absl::Time now) {
       ++counters_.retransmits_by_exchange[pending_exchange_ - kExchangeIkeSaInit];
     }
     Send(pending_bytes_);
+    return;
+  }
+  if (state_ == State::kEstablished && !pending_ && ike_rekey_at_.has_value() &&
+      now >= *ike_rekey_at_) {
+    if (absl::Status s = RekeyIke(); !s.ok()) {
+      LOG_WARNING("cannot start the IKE SA rekey").With("error", s.ToString());
+      ike_rekey_at_.reset();
+    }
     return;
   }
   if (state_ == State::kEstablished && !pending_ && rekey_at_.has_value() && now >= *rekey_at_) {
@@ -939,8 +1002,323 @@ std::optional<absl::Time> EngineImpl::NextDeadline() const {
     take(last_received_ + config_.dpd_interval);
   }
   if (state_ == State::kEstablished && !pending_ && rekey_at_.has_value()) take(*rekey_at_);
+  if (state_ == State::kEstablished && !pending_ && ike_rekey_at_.has_value()) {
+    take(*ike_rekey_at_);
+  }
+  for (const OldIkeSa& old : old_sas_) {
+    take(old.give_up);
+    if (old.deleting) take(old.retransmit_at);
+  }
   if (NatKeepaliveDue()) take(last_sent_ + config_.nat_keepalive_interval);
   return next;
+}
+
+// --- IKE SA rekey (RFC 7296 §1.3.2, §2.8, §2.8.2, §2.18, §2.25) ---
+
+std::vector<uint64_t> EngineImpl::local_spis() const {
+  std::vector<uint64_t> out;
+  const uint64_t current = sa_.initiator ? sa_.spi_i : sa_.spi_r;
+  if (current != 0) out.push_back(current);
+  for (const OldIkeSa& old : old_sas_) out.push_back(old.sa.initiator ? old.sa.spi_i : old.sa.spi_r);
+  return out;
+}
+
+void EngineImpl::ScheduleIkeRekey() {
+  if (config_.ike_rekey_after <= absl::ZeroDuration()) {
+    ike_rekey_at_.reset();
+    return;
+  }
+  absl::Duration fuzz;
+  if (config_.ike_rekey_fuzz > absl::ZeroDuration()) {
+    uint8_t b[2];
+    random_.Fill(absl::MakeSpan(b));
+    fuzz = config_.ike_rekey_fuzz * ((b[0] << 8 | b[1]) / 65536.0);
+  }
+  ike_rekey_at_ = clock_.Now() + config_.ike_rekey_after - fuzz;
+}
+
+absl::Status EngineImpl::RekeyIke() {
+  if (state_ != State::kEstablished) {
+    return absl::FailedPreconditionError("no established IKE SA to rekey");
+  }
+  if (pending_) {
+    ike_rekey_requested_ = true;
+    return absl::OkStatus();
+  }
+  ike_rekey_at_.reset();
+  ike_rekey_task_ = std::make_unique<RekeyIkeTask>(sa_, config_, random_, /*initiator=*/true);
+  Message m;
+  m.header = Header(kExchangeCreateChildSa, next_request_id_, false);
+  absl::Status built = ike_rekey_task_->Build(m);
+  absl::StatusOr<Bytes> bytes = built.ok() ? Encode(m) : built;
+  if (!bytes.ok()) {
+    ike_rekey_task_.reset();
+    return bytes.status();
+  }
+  LOG_INFO("rekeying the IKE SA").With("initiator", sa_.initiator);
+  SendRequest(*std::move(bytes), kExchangeCreateChildSa, next_request_id_++);
+  request_deadline_ = clock_.Now() + config_.dpd_timeout;
+  return absl::OkStatus();
+}
+
+void EngineImpl::HandleIkeRekeyRequest(const Message& plain, Message& response) {
+  RekeyIkeTask task(sa_, config_, random_, /*initiator=*/false);
+  // RFC 7296 §2.25: not while closing the IKE SA, nor while another
+  // exchange of ours (a CHILD SA rekey, a probe, a delete) is out; a
+  // crossing IKE SA rekey of ours is answered and settled later (§2.8.2).
+  const bool busy = state_ != State::kEstablished || delete_requested_ ||
+                    (pending_ && ike_rekey_task_ == nullptr) || rekey_task_ != nullptr ||
+                    peer_ike_sa_.has_value();
+  if (busy) task.RefuseTemporarily();
+  const TaskResult r = task.Process(plain);
+  if (absl::Status s = task.Build(response); !s.ok()) {
+    LOG_WARNING("cannot answer the IKE SA rekey").With("error", s.ToString());
+    return;
+  }
+  if (r.kind != TaskResult::Kind::kDone) {
+    LOG_INFO("refused the peer's IKE SA rekey").With("detail", r.detail);
+    return;
+  }
+  if (ike_rekey_task_ != nullptr) {
+    peer_ike_sa_.emplace(std::move(task.new_sa()));
+    return;
+  }
+  adopt_after_response_.emplace(std::move(task.new_sa()));
+}
+
+void EngineImpl::HandleIkeRekeyResponse(const Message& plain) {
+  const TaskResult r = ike_rekey_task_->Process(plain);
+  if (r.kind == TaskResult::Kind::kRetry) {
+    LOG_INFO("IKE SA rekey retry with the peer's DH group");
+    Message m;
+    m.header = Header(kExchangeCreateChildSa, next_request_id_, false);
+    absl::Status built = ike_rekey_task_->Build(m);
+    absl::StatusOr<Bytes> bytes = built.ok() ? Encode(m) : built;
+    if (bytes.ok()) {
+      SendRequest(*std::move(bytes), kExchangeCreateChildSa, next_request_id_++);
+      request_deadline_ = clock_.Now() + config_.dpd_timeout;
+      return;
+    }
+  }
+  std::unique_ptr<RekeyIkeTask> task = std::move(ike_rekey_task_);
+  std::optional<IkeSa> peer = std::exchange(peer_ike_sa_, std::nullopt);
+  if (r.kind != TaskResult::Kind::kDone) {
+    ++counters_.ike_rekey_failures;
+    LOG_INFO("IKE SA rekey failed").With("detail", r.detail);
+    EngineEvent e = NewEvent(EngineEvent::Kind::kIkeSaRekeyFailed);
+    e.reason = r.reason;
+    e.detail = r.detail;
+    events_.push_back(std::move(e));
+    if (peer.has_value()) {
+      // The peer's rekey of the same SA went through: its new SA is the
+      // one, and the peer deletes the old SA.
+      ++counters_.ike_rekeys_answered;
+      AdoptIkeSa(*std::move(peer), /*delete_old=*/false);
+      return;
+    }
+    // TEMPORARY_FAILURE: soon (RFC 7296 §2.25); otherwise in a while.
+    uint8_t b[1];
+    random_.Fill(absl::MakeSpan(b));
+    ike_rekey_at_ = clock_.Now() + (task->temporary_failure()
+                                        ? absl::Milliseconds(500 + 10 * b[0])
+                                        : absl::Seconds(30) + absl::Milliseconds(100 * b[0]));
+    return;
+  }
+  if (!peer.has_value()) {
+    ++counters_.ike_rekeys_initiated;
+    AdoptIkeSa(std::move(task->new_sa()), /*delete_old=*/true);
+    return;
+  }
+  // Both ends rekeyed the IKE SA. RFC 7296 §2.8.2: the new SA made with the
+  // lowest of the four nonces is redundant and its maker deletes it; the
+  // maker of the other one deletes the old SA.
+  ++counters_.rekey_collisions;
+  if (LowestNonceIsOurs(task->ni(), task->nr(), peer->ni, peer->nr)) {
+    LOG_INFO("IKE SA rekey collision lost: deleting our new SA");
+    IkeSa redundant = std::move(task->new_sa());
+    ++counters_.ike_rekeys_answered;
+    AdoptIkeSa(*std::move(peer), /*delete_old=*/false);
+    RetireIkeSa(std::move(redundant), /*delete_it=*/true, 0);
+  } else {
+    LOG_INFO("IKE SA rekey collision won: deleting the old SA");
+    ++counters_.ike_rekeys_initiated;
+    AdoptIkeSa(std::move(task->new_sa()), /*delete_old=*/true);
+    // The peer deletes its redundant SA over it.
+    RetireIkeSa(*std::move(peer), /*delete_it=*/false, 0);
+  }
+}
+
+void EngineImpl::AdoptIkeSa(IkeSa next, bool delete_old) {
+  const uint64_t old_spi_i = sa_.spi_i;
+  const uint64_t old_spi_r = sa_.spi_r;
+  RetireIkeSa(std::move(sa_), delete_old, next_request_id_);
+  OldIkeSa& old = old_sas_.back();
+  old.peer_next_id = peer_next_id_;
+  old.have_cached = std::exchange(have_cached_, false);
+  old.cached_message_id = cached_message_id_;
+  old.cached_request = std::exchange(cached_request_, {});
+  old.cached_response = std::exchange(cached_response_, {});
+  sa_ = std::move(next);
+  // RFC 7296 §2.18: message IDs start over on the new SA.
+  next_request_id_ = 0;
+  peer_next_id_ = 0;
+  cached_message_id_ = 0;
+  ScheduleIkeRekey();
+  EngineEvent e = NewEvent(EngineEvent::Kind::kIkeSaRekeyed);
+  e.algorithms = sa_.algorithms;
+  e.local_behind_nat = sa_.local_behind_nat;
+  e.remote_behind_nat = sa_.remote_behind_nat;
+  e.old_ike_spi_i = old_spi_i;
+  e.old_ike_spi_r = old_spi_r;
+  events_.push_back(std::move(e));
+  LOG_INFO("IKE SA rekeyed")
+      .With("initiator", sa_.initiator)
+      .With("spi_i", absl::StrFormat("%016x", sa_.spi_i))
+      .With("spi_r", absl::StrFormat("%016x", sa_.spi_r))
+      .With("old_spi_i", absl::StrFormat("%016x", old_spi_i))
+      .With("old_spi_r", absl::StrFormat("%016x", old_spi_r));
+}
+
+void EngineImpl::RetireIkeSa(IkeSa sa, bool delete_it, uint32_t message_id) {
+  OldIkeSa old;
+  old.sa = std::move(sa);
+  old.give_up = clock_.Now() + config_.dpd_timeout;
+  if (delete_it) {
+    Message m;
+    m.header.spi_i = old.sa.spi_i;
+    m.header.spi_r = old.sa.spi_r;
+    m.header.exchange_type = kExchangeInformational;
+    m.header.initiator = old.sa.initiator;
+    m.header.message_id = message_id;
+    DeletePayload d;
+    d.protocol_id = kProtocolIke;
+    m.payloads.push_back(MakePayload(kPayloadDelete, std::move(d)));
+    absl::StatusOr<Bytes> bytes = Encode(old.sa, m);
+    if (bytes.ok()) {
+      old.deleting = true;
+      old.delete_id = message_id;
+      old.delete_bytes = *bytes;
+      old.transmissions = 1;
+      old.retransmit_at = clock_.Now() + config_.retransmit_timeouts[0];
+      Send(*std::move(bytes));
+    } else {
+      LOG_WARNING("cannot delete the old IKE SA").With("error", bytes.status().ToString());
+    }
+  }
+  old_sas_.push_back(std::move(old));
+}
+
+void EngineImpl::HandleOldSaMessage(OldIkeSa& old, const Message& m,
+                                    absl::Span<const uint8_t> datagram, const Endpoint& from) {
+  auto drop = [this](const OldIkeSa* which) {
+    old_sas_.erase(std::remove_if(old_sas_.begin(), old_sas_.end(),
+                                  [which](const OldIkeSa& o) { return &o == which; }),
+                   old_sas_.end());
+  };
+  if (m.header.response) {
+    if (m.header.initiator == old.sa.initiator || !old.deleting ||
+        m.header.exchange_type != kExchangeInformational) {
+      ++counters_.unexpected_dropped;
+      return;
+    }
+    if (m.header.message_id != old.delete_id) {
+      ++counters_.stale_dropped;
+      return;
+    }
+    if (!Decrypt(old.sa, m, datagram).ok()) {
+      ++counters_.undecryptable_dropped;
+      return;
+    }
+    LOG_INFO("old IKE SA deleted").With("spi_i", absl::StrFormat("%016x", old.sa.spi_i));
+    drop(&old);
+    return;
+  }
+  if (m.header.initiator == old.sa.initiator) {
+    ++counters_.unexpected_dropped;
+    return;
+  }
+  if (old.have_cached && m.header.message_id == old.cached_message_id) {
+    if (absl::MakeConstSpan(old.cached_request) == datagram) {
+      ++counters_.responses_resent;
+      ++counters_.datagrams_sent;
+      datagrams_.push_back(OutboundDatagram{old.cached_response, from});
+    } else {
+      ++counters_.stale_dropped;
+    }
+    return;
+  }
+  if (m.header.message_id != old.peer_next_id) {
+    if (m.header.message_id < old.peer_next_id) {
+      ++counters_.stale_dropped;
+    } else {
+      ++counters_.unexpected_dropped;
+    }
+    return;
+  }
+  if (m.header.exchange_type != kExchangeInformational &&
+      m.header.exchange_type != kExchangeCreateChildSa) {
+    ++counters_.unexpected_dropped;
+    return;
+  }
+  absl::StatusOr<Message> plain = Decrypt(old.sa, m, datagram);
+  if (!plain.ok()) {
+    ++counters_.undecryptable_dropped;
+    return;
+  }
+  ++old.peer_next_id;
+  Message response;
+  response.header.spi_i = old.sa.spi_i;
+  response.header.spi_r = old.sa.spi_r;
+  response.header.exchange_type = m.header.exchange_type;
+  response.header.initiator = old.sa.initiator;
+  response.header.response = true;
+  response.header.message_id = m.header.message_id;
+  bool delete_ike = false;
+  if (m.header.exchange_type == kExchangeCreateChildSa) {
+    // RFC 7296 §2.25.2: this SA is going away.
+    NotifyPayload n;
+    n.type = kNotifyTemporaryFailure;
+    response.payloads.push_back(MakePayload(kPayloadNotify, std::move(n)));
+  } else {
+    for (const Payload& p : plain->payloads) {
+      const auto* d = std::get_if<DeletePayload>(&p.body);
+      if (d != nullptr && d->protocol_id == kProtocolIke) delete_ike = true;
+    }
+  }
+  absl::StatusOr<Bytes> bytes = Encode(old.sa, response);
+  if (!bytes.ok()) return;
+  old.have_cached = true;
+  old.cached_message_id = m.header.message_id;
+  old.cached_request.assign(datagram.begin(), datagram.end());
+  old.cached_response = *bytes;
+  Send(*std::move(bytes), reply_to_);
+  if (delete_ike) {
+    LOG_INFO("old IKE SA deleted by the peer")
+        .With("spi_i", absl::StrFormat("%016x", old.sa.spi_i));
+    drop(&old);
+  }
+}
+
+void EngineImpl::TickOldSas(absl::Time now) {
+  for (auto it = old_sas_.begin(); it != old_sas_.end();) {
+    if (now >= it->give_up) {
+      LOG_INFO(it->deleting ? "old IKE SA dropped: no answer to our DELETE"
+                            : "old IKE SA dropped: the peer did not delete it")
+          .With("spi_i", absl::StrFormat("%016x", it->sa.spi_i));
+      ++counters_.old_ike_sas_expired;
+      it = old_sas_.erase(it);
+      continue;
+    }
+    if (it->deleting && now >= it->retransmit_at) {
+      const size_t steps = config_.retransmit_timeouts.size();
+      it->retransmit_at = now + config_.retransmit_timeouts[std::min(it->transmissions, steps - 1)];
+      ++it->transmissions;
+      ++counters_.retransmits_sent;
+      ++counters_.retransmits_by_exchange[kExchangeInformational - kExchangeIkeSaInit];
+      Send(it->delete_bytes);
+    }
+    ++it;
+  }
 }
 
 }  // namespace strait::ike

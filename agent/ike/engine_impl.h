@@ -43,6 +43,7 @@ class EngineImpl : public Engine {
   void Delete() override;
   absl::Status RekeyChild() override;
   absl::Status DeleteChild() override;
+  absl::Status RekeyIke() override;
   void HandleDatagram(absl::Span<const uint8_t> datagram, const Endpoint& from) override;
   void Tick(absl::Time now) override;
   std::optional<absl::Time> NextDeadline() const override;
@@ -51,6 +52,10 @@ class EngineImpl : public Engine {
   State state() const override { return state_; }
   const EngineCounters& counters() const override { return counters_; }
   std::optional<absl::Time> next_child_rekey() const override { return rekey_at_; }
+  std::optional<absl::Time> next_ike_rekey() const override { return ike_rekey_at_; }
+  std::pair<uint64_t, uint64_t> ike_spis() const override { return {sa_.spi_i, sa_.spi_r}; }
+  std::vector<uint64_t> local_spis() const override;
+  size_t old_ike_sa_count() const override { return old_sas_.size(); }
 
  private:
   IkeHeader Header(uint8_t exchange, uint32_t message_id, bool response) const {
@@ -63,10 +68,15 @@ class EngineImpl : public Engine {
     h.message_id = message_id;
     return h;
   }
-  // Encodes (and for anything after IKE_SA_INIT encrypts) a plaintext message.
-  absl::StatusOr<Bytes> Encode(const Message& plain);
+  // Encodes (and for anything after IKE_SA_INIT encrypts) a plaintext
+  // message, with the current IKE SA or `sa`.
+  absl::StatusOr<Bytes> Encode(const Message& plain) { return Encode(sa_, plain); }
+  absl::StatusOr<Bytes> Encode(const IkeSa& sa, const Message& plain);
   // Replaces an SK payload by its verified, decrypted contents.
-  absl::StatusOr<Message> Decrypt(Message m, absl::Span<const uint8_t> datagram);
+  absl::StatusOr<Message> Decrypt(Message m, absl::Span<const uint8_t> datagram) {
+    return Decrypt(sa_, std::move(m), datagram);
+  }
+  absl::StatusOr<Message> Decrypt(const IkeSa& sa, Message m, absl::Span<const uint8_t> datagram);
   void Send(Bytes bytes) { Send(std::move(bytes), remote_); }
   void Send(Bytes bytes, const Endpoint& to);
   void SendRequest(Bytes bytes, uint8_t exchange, uint32_t message_id);
@@ -100,6 +110,44 @@ class EngineImpl : public Engine {
   // Sends what waited for the request in flight.
   void SendQueued();
   void ScheduleRekey();
+
+  // IKE SA rekeying (RFC 7296 §1.3.2, §2.8.2). A replaced IKE SA is kept
+  // until deleted: by our DELETE over it (we made the surviving new SA),
+  // or by the peer's (then at most `dpd_timeout` long); meanwhile it
+  // answers retransmitted requests from its cache and refuses new
+  // CREATE_CHILD_SAs with TEMPORARY_FAILURE (§2.25.2).
+  struct OldIkeSa {
+    IkeSa sa;
+    absl::Time give_up;
+    uint32_t peer_next_id = 0;
+    bool have_cached = false;
+    uint32_t cached_message_id = 0;
+    Bytes cached_request;
+    Bytes cached_response;
+    // Our DELETE over it, when we delete it.
+    bool deleting = false;
+    uint32_t delete_id = 0;
+    Bytes delete_bytes;
+    size_t transmissions = 0;
+    absl::Time retransmit_at;
+  };
+  // Returns whether the peer's CREATE_CHILD_SA rekeying the IKE SA was
+  // answered with a new SA that replaces ours once the response is out.
+  void HandleIkeRekeyRequest(const Message& plain, Message& response);
+  void HandleIkeRekeyResponse(const Message& plain);
+  // `next` replaces the current IKE SA, which is kept as an OldIkeSa
+  // (deleted by us when `delete_old`, else waiting for the peer's DELETE).
+  void AdoptIkeSa(IkeSa next, bool delete_old);
+  // Keeps `sa` as an old IKE SA; with `delete_it`, our DELETE goes out
+  // over it (message ID `message_id`).
+  void RetireIkeSa(IkeSa sa, bool delete_it, uint32_t message_id);
+  void HandleOldSaMessage(OldIkeSa& old, const Message& m, absl::Span<const uint8_t> datagram,
+                          const Endpoint& from);
+  void TickOldSas(absl::Time now);
+  void ScheduleIkeRekey();
+  // Whether our own IKE SA rekey (or the peer's, which we answered while
+  // ours was out) is under way: CHILD SA rekeys wait (TEMPORARY_FAILURE).
+  bool IkeRekeyInProgress() const { return ike_rekey_task_ != nullptr || peer_ike_sa_.has_value(); }
   // Established behind a NAT (or forced to act so), with keepalives on.
   bool NatKeepaliveDue() const {
     return state_ == State::kEstablished && sa_.local_behind_nat &&
@@ -171,6 +219,17 @@ class EngineImpl : public Engine {
   // CHILD SA deletes waiting for the window, and the one in flight.
   std::vector<uint32_t> queued_child_deletes_;
   uint32_t child_delete_in_flight_ = 0;
+
+  // Our IKE SA rekey in flight; the new SA of the peer's that we answered
+  // meanwhile (a collision, RFC 7296 §2.8.2), settled when ours ends; the
+  // new SA of the peer's that we answered otherwise, adopted once the
+  // response is out.
+  std::unique_ptr<RekeyIkeTask> ike_rekey_task_;
+  std::optional<IkeSa> peer_ike_sa_;
+  std::optional<IkeSa> adopt_after_response_;
+  std::optional<absl::Time> ike_rekey_at_;
+  bool ike_rekey_requested_ = false;
+  std::vector<OldIkeSa> old_sas_;
 
   // The last request we answered and our answer.
   bool have_cached_ = false;

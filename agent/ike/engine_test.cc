@@ -109,6 +109,8 @@ struct Side {
   absl::Duration child_rekey_after = absl::ZeroDuration();
   absl::Duration rekey_fuzz = absl::ZeroDuration();
   absl::Duration child_recreate_delay = absl::ZeroDuration();
+  absl::Duration ike_rekey_after = absl::ZeroDuration();
+  absl::Duration ike_rekey_fuzz = absl::ZeroDuration();
   bool force_encapsulation = false;
   // The address this side believes it has, when a NAT rewrites it.
   Bytes private_address;
@@ -145,6 +147,8 @@ EngineConfig MakeConfig(const Side& side, const Endpoint& local, const Endpoint&
   c.force_encapsulation = side.force_encapsulation;
   c.rekey_fuzz = side.rekey_fuzz;
   c.child_recreate_delay = side.child_recreate_delay;
+  c.ike_rekey_after = side.ike_rekey_after;
+  c.ike_rekey_fuzz = side.ike_rekey_fuzz;
   return c;
 }
 
@@ -1347,6 +1351,239 @@ TEST(EngineRekeyTest, CollisionsSettleOnOneSaOverManySeeds) {
     ASSERT_EQ(pair.initiator().state(), Engine::State::kEstablished);
     ASSERT_EQ(pair.responder().state(), Engine::State::kEstablished);
     ExpectOneMirroredChild(pair);
+    collisions += pair.initiator().counters().rekey_collisions > 0 ? 1 : 0;
+  }
+  EXPECT_GT(collisions, 100);
+}
+
+// --- CREATE_CHILD_SA: IKE SA rekey ---
+
+// After an IKE SA rekey settles: both ends on the same IKE SA, different
+// from `before`, no old one left, and the CHILD SA the one installed at
+// first (moved, not reinstalled).
+void ExpectRekeyedIkeSa(Pair& pair, std::pair<uint64_t, uint64_t> before) {
+  ASSERT_EQ(pair.initiator().state(), Engine::State::kEstablished);
+  ASSERT_EQ(pair.responder().state(), Engine::State::kEstablished);
+  EXPECT_EQ(pair.initiator().ike_spis(), pair.responder().ike_spis());
+  EXPECT_NE(pair.initiator().ike_spis().first, before.first);
+  EXPECT_NE(pair.initiator().ike_spis().second, before.second);
+  EXPECT_EQ(pair.initiator().old_ike_sa_count(), 0u);
+  EXPECT_EQ(pair.responder().old_ike_sa_count(), 0u);
+  EXPECT_EQ(pair.initiator().local_spis().size(), 1u);
+  EXPECT_EQ(pair.responder().local_spis().size(), 1u);
+}
+
+class EngineIkeRekeyTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(EngineIkeRekeyTest, InitiatorRekeysTheIkeSa) {
+  Side i, r;
+  i.ike = r.ike = GetParam();
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run());
+  const auto before = pair.initiator().ike_spis();
+  const ChildSa child = pair.sink_i().live.at(0);
+  ASSERT_TRUE(pair.initiator().RekeyIke().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(10)));
+  ExpectRekeyedIkeSa(pair, before);
+  EXPECT_EQ(pair.initiator().counters().ike_rekeys_initiated, 1u);
+  EXPECT_EQ(pair.responder().counters().ike_rekeys_answered, 1u);
+  EXPECT_EQ(pair.initiator().counters().old_ike_sas_expired, 0u);
+  EXPECT_EQ(pair.responder().counters().old_ike_sas_expired, 0u);
+  // The CHILD SA moved as it was.
+  EXPECT_EQ(pair.sink_i().installed.size(), 1u);
+  EXPECT_EQ(pair.sink_r().installed.size(), 1u);
+  EXPECT_TRUE(pair.sink_i().removed.empty());
+  ExpectOneMirroredChild(pair);
+  EXPECT_EQ(pair.sink_i().live[0].inbound_spi, child.inbound_spi);
+  // The events name the new SA, the rekey's initiator as its initiator,
+  // and the old SA.
+  const EngineEvent* ei = pair.FindEvent(true, Kind::kIkeSaRekeyed);
+  const EngineEvent* er = pair.FindEvent(false, Kind::kIkeSaRekeyed);
+  ASSERT_NE(ei, nullptr);
+  ASSERT_NE(er, nullptr);
+  EXPECT_TRUE(ei->initiator);
+  EXPECT_FALSE(er->initiator);
+  EXPECT_EQ(ei->ike_spi_i, er->ike_spi_i);
+  EXPECT_EQ(ei->ike_spi_r, er->ike_spi_r);
+  EXPECT_EQ(ei->old_ike_spi_i, before.first);
+  EXPECT_EQ(er->old_ike_spi_r, before.second);
+  EXPECT_EQ(ei->algorithms, er->algorithms);
+  // The new SA carries on: a CHILD SA rekey from each side, then the IKE
+  // SA again from the other side.
+  ASSERT_TRUE(pair.responder().RekeyChild().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(10)));
+  ExpectOneMirroredChild(pair);
+  ASSERT_TRUE(pair.initiator().RekeyChild().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(10)));
+  ExpectOneMirroredChild(pair);
+  EXPECT_EQ(pair.sink_i().installed.size(), 3u);
+  const auto second = pair.initiator().ike_spis();
+  ASSERT_TRUE(pair.responder().RekeyIke().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(10)));
+  ExpectRekeyedIkeSa(pair, second);
+  ExpectOneMirroredChild(pair);
+  EXPECT_EQ(pair.responder().counters().ike_rekeys_initiated, 1u);
+  EXPECT_EQ(pair.initiator().counters().undecryptable_dropped, 0u);
+  EXPECT_EQ(pair.responder().counters().undecryptable_dropped, 0u);
+  EXPECT_EQ(pair.initiator().counters().unexpected_dropped, 0u);
+  EXPECT_EQ(pair.responder().counters().unexpected_dropped, 0u);
+}
+
+TEST_P(EngineIkeRekeyTest, ResponderRekeysTheIkeSaAndDpdRunsOnTheNewOne) {
+  Side i, r;
+  i.ike = r.ike = GetParam();
+  i.dpd_interval = r.dpd_interval = absl::Seconds(30);
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run(absl::Seconds(1)));
+  const auto before = pair.initiator().ike_spis();
+  ASSERT_TRUE(pair.responder().RekeyIke().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(5)));
+  ExpectRekeyedIkeSa(pair, before);
+  EXPECT_EQ(pair.responder().counters().ike_rekeys_initiated, 1u);
+  const uint64_t probes =
+      pair.initiator().counters().dpd_probes_sent + pair.responder().counters().dpd_probes_sent;
+  ASSERT_TRUE(pair.Pump(absl::Seconds(100)));
+  EXPECT_GT(pair.initiator().counters().dpd_probes_sent +
+                pair.responder().counters().dpd_probes_sent,
+            probes);
+  ExpectRekeyedIkeSa(pair, before);
+  EXPECT_EQ(pair.initiator().counters().stale_dropped, 0u);
+  EXPECT_EQ(pair.responder().counters().undecryptable_dropped, 0u);
+  ExpectOneMirroredChild(pair);
+  EXPECT_EQ(pair.sink_r().installed.size(), 1u);
+}
+
+// AES-GCM with ECP and x25519, CBC+HMAC with MODP.
+INSTANTIATE_TEST_SUITE_P(Ike, EngineIkeRekeyTest,
+                         ::testing::Values("aes256gcm16-prfsha384-ecp384",
+                                           "aes128gcm16-prfsha256-x25519",
+                                           "aes256-sha256-modp2048", "aes128-sha384-ecp256"));
+
+TEST(EngineIkeRekeyTest, InvalidKePayloadRetriesWithThePeersGroup) {
+  Side i, r;
+  i.ike = "aes256gcm16-prfsha384-ecp384-x25519";
+  r.ike = "aes256gcm16-prfsha384-x25519-ecp384";
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run());
+  // x25519 was agreed (the responder's choice); rekeying from the
+  // responder, the initiator's preference ecp384 is asked for.
+  const auto before = pair.initiator().ike_spis();
+  ASSERT_TRUE(pair.responder().RekeyIke().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(10)));
+  ExpectRekeyedIkeSa(pair, before);
+  const EngineEvent* e = pair.FindEvent(false, Kind::kIkeSaRekeyed);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->algorithms.dh_group, 20);  // ecp384
+  EXPECT_EQ(pair.FindEvent(false, Kind::kIkeSaRekeyFailed), nullptr);
+  ExpectOneMirroredChild(pair);
+}
+
+TEST(EngineIkeRekeyTest, LostResponseIsAnsweredOverTheOldSa) {
+  Side i, r;
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run());
+  const auto before = pair.initiator().ike_spis();
+  // The responder's answer to the rekey (its third datagram) is lost: the
+  // retransmission comes over the old SA, which answers from its cache.
+  pair.set_filter([](bool from_initiator, int index, const Bytes&) {
+    return !from_initiator && index == 2 ? Pair::Fate::kDrop : Pair::Fate::kDeliver;
+  });
+  ASSERT_TRUE(pair.initiator().RekeyIke().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(30)));
+  ExpectRekeyedIkeSa(pair, before);
+  EXPECT_EQ(pair.responder().counters().responses_resent, 1u);
+  ExpectOneMirroredChild(pair);
+}
+
+TEST(EngineIkeRekeyTest, OldSaIsDroppedWhenItsDeleteNeverArrives) {
+  Side i, r;
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run());
+  const auto before = pair.initiator().ike_spis();
+  // Every DELETE of the old SA (the initiator's fourth datagram on) is lost.
+  pair.set_filter([](bool from_initiator, int index, const Bytes&) {
+    return from_initiator && index >= 3 ? Pair::Fate::kDrop : Pair::Fate::kDeliver;
+  });
+  ASSERT_TRUE(pair.initiator().RekeyIke().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(10)));
+  EXPECT_EQ(pair.initiator().old_ike_sa_count(), 1u);
+  EXPECT_EQ(pair.responder().old_ike_sa_count(), 1u);
+  EXPECT_EQ(pair.responder().local_spis().size(), 2u);
+  ASSERT_TRUE(pair.Pump(absl::Seconds(200)));
+  ExpectRekeyedIkeSa(pair, before);
+  EXPECT_EQ(pair.initiator().counters().old_ike_sas_expired, 1u);
+  EXPECT_EQ(pair.responder().counters().old_ike_sas_expired, 1u);
+  ExpectOneMirroredChild(pair);
+}
+
+TEST(EngineIkeRekeyTest, RekeysOnSchedule) {
+  Side i, r;
+  i.ike_rekey_after = absl::Seconds(60);
+  i.ike_rekey_fuzz = absl::Seconds(10);
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run(absl::Seconds(1)));
+  ASSERT_TRUE(pair.initiator().next_ike_rekey().has_value());
+  EXPECT_FALSE(pair.responder().next_ike_rekey().has_value());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(200)));
+  EXPECT_GE(pair.initiator().counters().ike_rekeys_initiated, 3u);
+  EXPECT_LE(pair.initiator().counters().ike_rekeys_initiated, 4u);
+  EXPECT_EQ(pair.initiator().ike_spis(), pair.responder().ike_spis());
+  EXPECT_EQ(pair.sink_i().installed.size(), 1u);
+  ExpectOneMirroredChild(pair);
+}
+
+// RFC 7296 §2.25: an IKE SA rekey and a CHILD SA rekey crossing each other
+// are both refused with TEMPORARY_FAILURE and retried until they pass.
+TEST(EngineIkeRekeyTest, CrossingChildRekeyIsRetried) {
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    SCOPED_TRACE(seed);
+    Side i, r;
+    Pair pair(i, r, seed);
+    ASSERT_TRUE(pair.Run());
+    const auto before = pair.initiator().ike_spis();
+    const bool ike_from_initiator = seed % 2 == 0;
+    ASSERT_TRUE((ike_from_initiator ? pair.initiator() : pair.responder()).RekeyIke().ok());
+    ASSERT_TRUE((ike_from_initiator ? pair.responder() : pair.initiator()).RekeyChild().ok());
+    ASSERT_TRUE(pair.Pump(absl::Seconds(60)));
+    ExpectRekeyedIkeSa(pair, before);
+    ExpectOneMirroredChild(pair);
+    EXPECT_EQ(pair.initiator().counters().child_rekeys_initiated +
+                  pair.responder().counters().child_rekeys_initiated,
+              1u);
+    EXPECT_EQ(pair.sink_i().installed.size(), 2u);
+  }
+}
+
+TEST(EngineIkeRekeyTest, CollisionsSettleOnOneIkeSaOverManySeeds) {
+  int collisions = 0;
+  for (uint64_t seed = 1; seed <= 200; ++seed) {
+    SCOPED_TRACE(seed);
+    Side i, r;
+    Pair pair(i, r, seed);
+    ASSERT_TRUE(pair.Run());
+    const auto before = pair.initiator().ike_spis();
+    const ChildSa child = pair.sink_i().live.at(0);
+    std::mt19937_64 rng(seed);
+    pair.set_filter([&rng](bool, int, const Bytes&) {
+      const int roll = static_cast<int>(rng() % 100);
+      return roll < 15   ? Pair::Fate::kDrop
+             : roll < 25 ? Pair::Fate::kDuplicate
+                         : Pair::Fate::kDeliver;
+    });
+    // Both ends decide to rekey the IKE SA at the same moment.
+    ASSERT_TRUE(pair.initiator().RekeyIke().ok());
+    ASSERT_TRUE(pair.responder().RekeyIke().ok());
+    ASSERT_TRUE(pair.Pump(absl::Seconds(400)));
+    ExpectRekeyedIkeSa(pair, before);
+    ExpectOneMirroredChild(pair);
+    EXPECT_EQ(pair.sink_i().live[0].inbound_spi, child.inbound_spi);
+    EXPECT_EQ(pair.sink_i().installed.size(), 1u);
+    // And the survivor works: a CHILD SA rekey over it.
+    pair.set_filter(nullptr);
+    ASSERT_TRUE(pair.initiator().RekeyChild().ok());
+    ASSERT_TRUE(pair.Pump(absl::Seconds(30)));
+    ExpectOneMirroredChild(pair);
+    EXPECT_EQ(pair.sink_i().installed.size(), 2u);
     collisions += pair.initiator().counters().rekey_collisions > 0 ? 1 : 0;
   }
   EXPECT_GT(collisions, 100);

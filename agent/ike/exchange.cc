@@ -1028,3 +1028,172 @@ TaskResult RekeyChildTask::DeriveKeys(const Secret& shared) {
 }
 
 }  // namespace strait::ike
+
+namespace strait::ike {
+
+// --- CREATE_CHILD_SA: IKE SA rekey ---
+
+namespace {
+
+uint64_t Spi64Of(const Bytes& spi) {
+  uint64_t v = 0;
+  for (uint8_t b : spi) v = v << 8 | b;
+  return v;
+}
+
+}  // namespace
+
+bool IsIkeRekeyRequest(const Message& m) {
+  const auto* sa = Find<SaPayload>(m, kPayloadSa);
+  return sa != nullptr && !sa->proposals.empty() && sa->proposals[0].protocol_id == kProtocolIke;
+}
+
+RekeyIkeTask::RekeyIkeTask(const IkeSa& old, const EngineConfig& config, RandomSource& random,
+                           bool initiator)
+    : old_(old), config_(config), random_(random) {
+  new_.initiator = initiator;
+  new_.local_behind_nat = old.local_behind_nat;
+  new_.remote_behind_nat = old.remote_behind_nat;
+  new_.peer_hash_algorithms = old.peer_hash_algorithms;
+  // The group the old SA agreed on is the one the peer most likely takes.
+  dh_group_ = old.algorithms.dh_group != 0 ? old.algorithms.dh_group
+                                           : config.ike_proposals[0].dh_group;
+}
+
+absl::Status RekeyIkeTask::Build(Message& m) {
+  if (new_.initiator) {
+    if (new_.spi_i == 0) new_.spi_i = RandomSpi64(random_);
+    if (new_.ni.empty()) {
+      new_.ni.resize(kNonceSize);
+      random_.Fill(absl::MakeSpan(new_.ni));
+    }
+    if (new_.dh == nullptr || new_.dh->group() != static_cast<DhGroup>(dh_group_)) {
+      ASSIGN_OR_RETURN(new_.dh, CreateDiffieHellman(static_cast<DhGroup>(dh_group_)));
+    }
+    SaPayload sa;
+    for (size_t i = 0; i < config_.ike_proposals.size(); ++i) {
+      sa.proposals.push_back(ToWireProposal(config_.ike_proposals[i], static_cast<uint8_t>(i + 1),
+                                            true, BytesOf(SpiString(new_.spi_i))));
+    }
+    m.payloads.push_back(MakePayload(kPayloadSa, std::move(sa)));
+    m.payloads.push_back(MakePayload(kPayloadNonce, NoncePayload{new_.ni}));
+    m.payloads.push_back(
+        MakePayload(kPayloadKe, KePayload{dh_group_, BytesOf(new_.dh->public_value())}));
+    return absl::OkStatus();
+  }
+  if (error_notify_ != 0) {
+    m.payloads.push_back(MakeNotify(error_notify_, error_data_));
+    return absl::OkStatus();
+  }
+  if (new_.dh == nullptr) return absl::FailedPreconditionError("no DH value to answer with");
+  SaPayload sa;
+  sa.proposals.push_back(
+      ToWireProposal(new_.algorithms, chosen_number_, true, BytesOf(SpiString(new_.spi_r))));
+  m.payloads.push_back(MakePayload(kPayloadSa, std::move(sa)));
+  m.payloads.push_back(MakePayload(kPayloadNonce, NoncePayload{new_.nr}));
+  m.payloads.push_back(
+      MakePayload(kPayloadKe, KePayload{dh_group_, BytesOf(new_.dh->public_value())}));
+  new_.dh.reset();  // The private value is not needed any more.
+  return absl::OkStatus();
+}
+
+TaskResult RekeyIkeTask::Process(const Message& m) {
+  return new_.initiator ? ProcessResponse(m) : ProcessRequest(m);
+}
+
+TaskResult RekeyIkeTask::Refuse(uint16_t notify, FailureReason reason, std::string detail) {
+  error_notify_ = notify;
+  return TaskResult::Fail(reason, std::move(detail));
+}
+
+TaskResult RekeyIkeTask::ProcessRequest(const Message& m) {
+  if (error_notify_ != 0) {
+    return TaskResult::Fail(FailureReason::kInternalError, "IKE SA rekey refused for now");
+  }
+  const auto* sa = Find<SaPayload>(m, kPayloadSa);
+  const auto* nonce = Find<NoncePayload>(m, kPayloadNonce);
+  const auto* ke = Find<KePayload>(m, kPayloadKe);
+  if (sa == nullptr || nonce == nullptr) {
+    return Refuse(kNotifyInvalidSyntax, FailureReason::kInternalError, "incomplete IKE SA rekey");
+  }
+  std::optional<Selection> selection = SelectProposal(config_.ike_proposals, *sa, /*ike=*/true);
+  if (!selection.has_value() || selection->offered->spi.size() != 8 ||
+      Spi64Of(selection->offered->spi) == 0) {
+    return Refuse(kNotifyNoProposalChosen, FailureReason::kNoProposalChosen,
+                  "no IKE proposal acceptable for the rekey");
+  }
+  dh_group_ = selection->algorithms.dh_group;
+  if (ke == nullptr || ke->dh_group != dh_group_) {
+    error_data_ = {static_cast<uint8_t>(dh_group_ >> 8), static_cast<uint8_t>(dh_group_)};
+    return Refuse(kNotifyInvalidKePayload, FailureReason::kNoProposalChosen,
+                  absl::StrCat("IKE SA rekey wants DH group ", dh_group_));
+  }
+  new_.algorithms = selection->algorithms;
+  new_.dh_group = dh_group_;
+  chosen_number_ = selection->offered->number;
+  new_.spi_i = Spi64Of(selection->offered->spi);
+  new_.spi_r = RandomSpi64(random_);
+  new_.ni = nonce->data;
+  new_.nr.resize(kNonceSize);
+  random_.Fill(absl::MakeSpan(new_.nr));
+  auto dh = CreateDiffieHellman(static_cast<DhGroup>(dh_group_));
+  if (!dh.ok()) return Refuse(kNotifyNoProposalChosen, FailureReason::kInternalError, "DH");
+  new_.dh = *std::move(dh);
+  if (!DeriveRekeyedSkKeys(new_, old_, AsStringView(ke->data)).ok()) {
+    new_.dh.reset();
+    return Refuse(kNotifyInvalidSyntax, FailureReason::kInternalError,
+                  "bad KE in the IKE SA rekey");
+  }
+  return TaskResult::Done();
+}
+
+TaskResult RekeyIkeTask::ProcessResponse(const Message& m) {
+  if (const NotifyPayload* n = FindNotify(m, kNotifyInvalidKePayload); n != nullptr) {
+    if (n->data.size() == 2 && !retried_group_) {
+      const uint16_t g = static_cast<uint16_t>(n->data[0] << 8 | n->data[1]);
+      const bool ours = std::any_of(config_.ike_proposals.begin(), config_.ike_proposals.end(),
+                                    [g](const AlgorithmProposal& p) { return p.dh_group == g; });
+      if (ours && g != dh_group_) {
+        retried_group_ = true;
+        dh_group_ = g;
+        return TaskResult::Retry();
+      }
+    }
+    return TaskResult::Fail(FailureReason::kNoProposalChosen, "peer wants another DH group");
+  }
+  if (const NotifyPayload* n = FindErrorNotify(m); n != nullptr) {
+    temporary_failure_ = n->type == kNotifyTemporaryFailure;
+    return TaskResult::Fail(n->type == kNotifyNoProposalChosen ? FailureReason::kNoProposalChosen
+                                                               : FailureReason::kInternalError,
+                            absl::StrCat("peer sent ", NotifyTypeName(n->type)));
+  }
+  const auto* sa = Find<SaPayload>(m, kPayloadSa);
+  const auto* nonce = Find<NoncePayload>(m, kPayloadNonce);
+  const auto* ke = Find<KePayload>(m, kPayloadKe);
+  if (sa == nullptr || nonce == nullptr || ke == nullptr || sa->proposals.size() != 1 ||
+      sa->proposals[0].spi.size() != 8 || Spi64Of(sa->proposals[0].spi) == 0 ||
+      !IsSingleChoice(sa->proposals[0])) {
+    return TaskResult::Fail(FailureReason::kNoProposalChosen, "bad IKE SA rekey response");
+  }
+  std::optional<AlgorithmProposal> match;
+  for (const auto& a : config_.ike_proposals) {
+    if (a.dh_group == dh_group_ && Allows(sa->proposals[0], a, true)) {
+      match = a;
+      break;
+    }
+  }
+  if (!match.has_value() || ke->dh_group != dh_group_ || new_.dh == nullptr) {
+    return TaskResult::Fail(FailureReason::kNoProposalChosen,
+                            "responder chose an IKE rekey proposal we did not offer");
+  }
+  new_.algorithms = *match;
+  new_.dh_group = dh_group_;
+  new_.spi_r = Spi64Of(sa->proposals[0].spi);
+  new_.nr = nonce->data;
+  absl::Status s = DeriveRekeyedSkKeys(new_, old_, AsStringView(ke->data));
+  new_.dh.reset();
+  if (!s.ok()) return TaskResult::Fail(FailureReason::kInternalError, "bad KE in the response");
+  return TaskResult::Done();
+}
+
+}  // namespace strait::ike

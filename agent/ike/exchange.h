@@ -209,6 +209,52 @@ class RekeyChildTask {
   bool allow_new_child_ = false;
 };
 
+// Whether a CREATE_CHILD_SA request rekeys the IKE SA (RFC 7296 §1.3.2):
+// its SA payload proposes protocol IKE.
+bool IsIkeRekeyRequest(const Message& m);
+
+// CREATE_CHILD_SA rekeying the IKE SA (RFC 7296 §1.3.2, §2.18): an SA
+// payload of IKE proposals carrying the sender's new SPI, a nonce and a KE
+// (always). The new SA's keys: SKEYSEED = prf(SK_d (old), g^ir (new) | Ni |
+// Nr), then prf+ over the new nonces and SPIs (§2.14). The new SA's
+// initiator is whoever started this exchange; its message IDs start at 0.
+class RekeyIkeTask {
+ public:
+  // `old` must outlive the task.
+  RekeyIkeTask(const IkeSa& old, const EngineConfig& config, RandomSource& random, bool initiator);
+
+  // Initiator: the request; responder: the response (or its error notify).
+  absl::Status Build(Message& m);
+  // Responder: the request; initiator: the response. kRetry: the peer
+  // wants another DH group (INVALID_KE_PAYLOAD), Build() again.
+  TaskResult Process(const Message& m);
+  // Responder: answer TEMPORARY_FAILURE (RFC 7296 §2.25) instead.
+  void RefuseTemporarily() { error_notify_ = kNotifyTemporaryFailure; }
+
+  // Once Process() is done: the new IKE SA, keys derived.
+  IkeSa& new_sa() { return new_; }
+  const Bytes& ni() const { return new_.ni; }
+  const Bytes& nr() const { return new_.nr; }
+  // Initiator: the peer answered TEMPORARY_FAILURE (try again later).
+  bool temporary_failure() const { return temporary_failure_; }
+
+ private:
+  TaskResult ProcessRequest(const Message& m);
+  TaskResult ProcessResponse(const Message& m);
+  TaskResult Refuse(uint16_t notify, FailureReason reason, std::string detail);
+
+  const IkeSa& old_;
+  const EngineConfig& config_;
+  RandomSource& random_;
+  IkeSa new_;
+  uint16_t dh_group_ = 0;
+  uint8_t chosen_number_ = 1;
+  uint16_t error_notify_ = 0;
+  Bytes error_data_;
+  bool retried_group_ = false;
+  bool temporary_failure_ = false;
+};
+
 }  // namespace strait::ike
 
 #endif  // STRAIT_AGENT_IKE_EXCHANGE_H_

@@ -11,8 +11,9 @@
 
 #include <atomic>
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
+#include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <utility>
@@ -90,6 +91,13 @@ ABSL_FLAG(absl::Duration, settle, absl::ZeroDuration(),
 ABSL_FLAG(bool, stay, false,
           "After printing the result, keep running (answering retransmitted requests) until "
           "SIGTERM or SIGINT, so that the peer can still be queried.");
+ABSL_FLAG(absl::Duration, ike_lifetime, absl::ZeroDuration(),
+          "Rekey the IKE SA (CREATE_CHILD_SA, RFC 7296 §1.3.2) this long after it is made, "
+          "less up to a tenth at random; 0: only when the peer rekeys. Useful with --stay.");
+ABSL_FLAG(std::string, status_file, "",
+          "With --stay: after each change (an IKE SA rekey, say) write the result JSON, with "
+          "the current IKE SPIs and an \"ike_rekeys\" count, to this file (replaced "
+          "atomically).");
 ABSL_FLAG(std::string, log_level, "warning",
           "Least severe log level on stderr: debug, info, warning, error.");
 
@@ -190,6 +198,7 @@ struct Outcome {
   std::string detail;
   std::optional<EngineEvent> ike;
   std::optional<EngineEvent> child;
+  int ike_rekeys = 0;  // IKE SA rekeys (either end's) since established.
 };
 
 std::string OutcomeJson(const Outcome& o, bool initiator) {
@@ -216,7 +225,24 @@ std::string OutcomeJson(const Outcome& o, bool initiator) {
         ",\"local_ts\":", JsonSelectors(o.child->local_ts),
         ",\"remote_ts\":", JsonSelectors(o.child->remote_ts), "}");
   }
+  absl::StrAppend(&out, ",\"ike_rekeys\":", o.ike_rekeys);
   return out + "}";
+}
+
+// Replaces `path` with `content` and a newline (write, then rename).
+void WriteStatusFile(const std::string& path, const std::string& content) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << content << "\n";
+    if (!f) {
+      LOG_WARNING("cannot write the status file").With("path", tmp);
+      return;
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    LOG_WARNING("cannot replace the status file").With("path", path);
+  }
 }
 
 // Folds the engine's events into the outcome; true once it is decided.
@@ -232,8 +258,18 @@ bool Absorb(std::vector<EngineEvent> events, Outcome* o) {
         o->child = std::move(e);
         decided = true;
         break;
+      case EngineEvent::Kind::kIkeSaRekeyed:
+        // The new IKE SA: its SPIs; identity and auth stay the old one's.
+        if (o->ike.has_value()) {
+          o->ike->ike_spi_i = e.ike_spi_i;
+          o->ike->ike_spi_r = e.ike_spi_r;
+          o->ike->algorithms = e.algorithms;
+        }
+        ++o->ike_rekeys;
+        break;
       case EngineEvent::Kind::kChildSaDeleted:
       case EngineEvent::Kind::kChildSaRekeyFailed:
+      case EngineEvent::Kind::kIkeSaRekeyFailed:
         break;
       case EngineEvent::Kind::kDeleted:
         e.reason = e.by_peer ? strait::ike::FailureReason::kDeletedByPeer
@@ -334,6 +370,11 @@ int main(int argc, char** argv) {
   const absl::Duration timeout = absl::GetFlag(FLAGS_timeout);
   if (timeout <= absl::ZeroDuration()) return UsageError("--timeout must be positive");
   const bool initiator = absl::GetFlag(FLAGS_initiate);
+  const absl::Duration ike_lifetime = absl::GetFlag(FLAGS_ike_lifetime);
+  if (ike_lifetime < absl::ZeroDuration()) return UsageError("--ike-lifetime must not be negative");
+  config.ike_rekey_after = ike_lifetime;
+  config.ike_rekey_fuzz = ike_lifetime / 10;
+  const std::string status_file = absl::GetFlag(FLAGS_status_file);
 
   struct sigaction sa;
   std::memset(&sa, 0, sizeof(sa));
@@ -387,12 +428,17 @@ int main(int argc, char** argv) {
     if (!run.ok()) LOG_WARNING("settling failed").With("error", run.ToString());
   }
   std::cout << OutcomeJson(outcome, initiator) << std::endl;
+  if (!status_file.empty()) WriteStatusFile(status_file, OutcomeJson(outcome, initiator));
 
   if (absl::GetFlag(FLAGS_stay)) {
     // Keep answering (retransmitted requests) until told to stop.
     while (!g_stop.load()) {
       absl::Status run = (*io)->Run(**engine, clock, absl::InfiniteFuture(), [&] {
-        (*engine)->TakeEvents();
+        std::vector<EngineEvent> events = (*engine)->TakeEvents();
+        if (!events.empty()) {
+          Absorb(std::move(events), &outcome);
+          if (!status_file.empty()) WriteStatusFile(status_file, OutcomeJson(outcome, initiator));
+        }
         return g_stop.load();
       });
       if (!run.ok()) break;

@@ -48,6 +48,23 @@ absl::Status DeriveSkKeys(IkeSa& sa, absl::string_view peer_ke) {
   return absl::OkStatus();
 }
 
+absl::Status DeriveRekeyedSkKeys(IkeSa& sa, const IkeSa& old, absl::string_view peer_ke) {
+  if (!old.prf.has_value()) return absl::FailedPreconditionError("old IKE SA has no PRF");
+  ASSIGN_OR_RETURN(Secret shared, sa.dh->ComputeSharedSecret(peer_ke));
+  ASSIGN_OR_RETURN(Prf prf, Prf::Create(static_cast<PrfId>(sa.algorithms.prf_id)));
+  const CipherSuite suite = CipherSuiteOf(sa.algorithms);
+  ASSIGN_OR_RETURN(sa.keys, DeriveRekeyedIkeSaKeys(*old.prf, old.keys.sk_d, prf, suite,
+                                                   shared.view(), AsStringView(sa.ni),
+                                                   AsStringView(sa.nr), SpiString(sa.spi_i),
+                                                   SpiString(sa.spi_r)));
+  ASSIGN_OR_RETURN(SkCipherPtr i_cipher, CreateSkCipher(suite, sa.keys.sk_ei, sa.keys.sk_ai));
+  ASSIGN_OR_RETURN(SkCipherPtr r_cipher, CreateSkCipher(suite, sa.keys.sk_er, sa.keys.sk_ar));
+  sa.outbound = sa.initiator ? std::move(i_cipher) : std::move(r_cipher);
+  sa.inbound = sa.initiator ? std::move(r_cipher) : std::move(i_cipher);
+  sa.prf.emplace(std::move(prf));
+  return absl::OkStatus();
+}
+
 // RFC 7296 §2.15: prf(prf(PSK, "Key Pad for IKEv2"), init message | nonce |
 // prf(SK_p, ID')).
 absl::StatusOr<Secret> PskAuth(const IkeSa& sa, const Secret& psk, bool from_initiator,

@@ -53,6 +53,11 @@ CipherSuite CipherSuiteOf(const AlgorithmProposal& p);
 // `peer_ke`, SKEYSEED, the SK_* keys and the SK ciphers of both directions.
 absl::Status DeriveSkKeys(IkeSa& sa, absl::string_view peer_ke);
 
+// IKE SA rekey (RFC 7296 §2.18): like DeriveSkKeys() for the new SA `sa`
+// (its SPIs, nonces, algorithms and `dh` set), with SKEYSEED =
+// prf(SK_d (old), g^ir (new) | Ni | Nr) under the old SA's PRF.
+absl::Status DeriveRekeyedSkKeys(IkeSa& sa, const IkeSa& old, absl::string_view peer_ke);
+
 // RFC 7296 §2.15 PSK authentication: prf(prf(PSK, "Key Pad for IKEv2"),
 // <SignedOctets>) where SignedOctets is the IKE_SA_INIT message of the
 // signer, the other side's nonce and prf(SK_p, ID'), ID' being the ID

@@ -246,6 +246,19 @@ absl::StatusOr<EngineConfig> EngineConfigFromSpec(const strait::v1::TunnelSpec& 
     }
   }
 
+  // The IKE SA rekeys (RFC 7296 §1.3.2; the CHILD SAs move to the new one)
+  // a tenth of its lifetime before it ends, up to half of that earlier
+  // (fuzz), like the CHILD SA.
+  if (spec.ike().has_lifetime()) {
+    const absl::Duration lifetime = absl::Seconds(spec.ike().lifetime().seconds()) +
+                                    absl::Nanoseconds(spec.ike().lifetime().nanos());
+    if (lifetime > absl::ZeroDuration()) {
+      const absl::Duration margin = lifetime / 10;
+      config.ike_rekey_after = lifetime - margin;
+      config.ike_rekey_fuzz = std::min(margin / 2, (lifetime - margin) / 2);
+    }
+  }
+
   config.force_encapsulation = spec.nat_traversal() == strait::v1::NAT_TRAVERSAL_FORCE;
 
   if (spec.auth().has_certificate()) {
