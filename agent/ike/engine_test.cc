@@ -1443,9 +1443,9 @@ TEST_P(EngineIkeRekeyTest, ResponderRekeysTheIkeSaAndDpdRunsOnTheNewOne) {
   const uint64_t probes =
       pair.initiator().counters().dpd_probes_sent + pair.responder().counters().dpd_probes_sent;
   ASSERT_TRUE(pair.Pump(absl::Seconds(100)));
-  EXPECT_GT(pair.initiator().counters().dpd_probes_sent +
-                pair.responder().counters().dpd_probes_sent,
-            probes);
+  EXPECT_GT(
+      pair.initiator().counters().dpd_probes_sent + pair.responder().counters().dpd_probes_sent,
+      probes);
   ExpectRekeyedIkeSa(pair, before);
   EXPECT_EQ(pair.initiator().counters().stale_dropped, 0u);
   EXPECT_EQ(pair.responder().counters().undecryptable_dropped, 0u);
@@ -1456,8 +1456,8 @@ TEST_P(EngineIkeRekeyTest, ResponderRekeysTheIkeSaAndDpdRunsOnTheNewOne) {
 // AES-GCM with ECP and x25519, CBC+HMAC with MODP.
 INSTANTIATE_TEST_SUITE_P(Ike, EngineIkeRekeyTest,
                          ::testing::Values("aes256gcm16-prfsha384-ecp384",
-                                           "aes128gcm16-prfsha256-x25519",
-                                           "aes256-sha256-modp2048", "aes128-sha384-ecp256"));
+                                           "aes128gcm16-prfsha256-x25519", "aes256-sha256-modp2048",
+                                           "aes128-sha384-ecp256"));
 
 TEST(EngineIkeRekeyTest, InvalidKePayloadRetriesWithThePeersGroup) {
   Side i, r;
