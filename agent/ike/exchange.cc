@@ -381,6 +381,10 @@ absl::Status IkeSaInitTask::Build(Message& m) {
     }
     m.payloads.push_back(MakeNotify(kNotifySignatureHashAlgorithms, std::move(hashes)));
   }
+  // RFC 7383 §2.3: offered by the initiator, answered only when offered.
+  if (config_.fragmentation && (sa_.initiator || sa_.fragmentation)) {
+    m.payloads.push_back(MakeNotify(kNotifyFragmentationSupported));
+  }
   return absl::OkStatus();
 }
 
@@ -447,6 +451,8 @@ TaskResult IkeSaInitTask::ProcessRequest(const Message& m, const Endpoint& from)
   if (!DeriveSkKeys(sa_, AsStringView(ke->data)).ok()) return TaskResult::Ignore();
   CheckNat(m, from);
   sa_.peer_hash_algorithms = PeerHashAlgorithms(m);
+  sa_.fragmentation =
+      config_.fragmentation && FindNotify(m, kNotifyFragmentationSupported) != nullptr;
   return TaskResult::Done();
 }
 
@@ -513,6 +519,8 @@ TaskResult IkeSaInitTask::ProcessResponse(const Message& m, const Endpoint& from
   }
   CheckNat(m, from);
   sa_.peer_hash_algorithms = PeerHashAlgorithms(m);
+  sa_.fragmentation =
+      config_.fragmentation && FindNotify(m, kNotifyFragmentationSupported) != nullptr;
   return TaskResult::Done();
 }
 
