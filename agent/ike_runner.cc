@@ -542,6 +542,8 @@ absl::Status IkeRunner::Loop::Configure(Tunnel& t, const strait::v1::TunnelSpec&
   config->nat_t_port = options_.nat_t_port;
   config->local.port = options_.ike_port;
   config->remote.port = options_.ike_port;
+  config->fragmentation = options_.fragment_size != 0;
+  if (options_.fragment_size != 0) config->fragment_size = options_.fragment_size;
   if (!options_.retransmit_timeouts.empty()) {
     config->retransmit_timeouts = options_.retransmit_timeouts;
   }
@@ -908,6 +910,10 @@ void IkeRunner::Loop::Flush(Sa& sa) {
                    c.undecryptable_dropped - sa.seen.undecryptable_dropped);
   metrics_.Dropped(IkeMetrics::kUnexpected, c.unexpected_dropped - sa.seen.unexpected_dropped);
   metrics_.Dropped(IkeMetrics::kStale, c.stale_dropped - sa.seen.stale_dropped);
+  metrics_.Dropped(IkeMetrics::kReassembly, c.reassembly_dropped - sa.seen.reassembly_dropped);
+  metrics_.Fragments(/*inbound=*/false, c.fragments_sent - sa.seen.fragments_sent);
+  metrics_.Fragments(/*inbound=*/true, c.fragments_received - sa.seen.fragments_received);
+  metrics_.Reassembled(c.messages_reassembled - sa.seen.messages_reassembled);
   metrics_.ChildRekeys(true, true, c.child_rekeys_initiated - sa.seen.child_rekeys_initiated);
   metrics_.ChildRekeys(true, false, c.child_rekey_failures - sa.seen.child_rekey_failures);
   metrics_.ChildRekeys(false, true, c.child_rekeys_answered - sa.seen.child_rekeys_answered);
