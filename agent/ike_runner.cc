@@ -258,7 +258,7 @@ class IkeRunner::Loop {
     // Ours (the dispatch keys), as the engine names them: the current IKE
     // SA's, and a rekeyed one's until it is deleted.
     std::vector<uint64_t> local_spis;
-    uint64_t peer_spi = 0;   // Responders: the initiator's SPI.
+    uint64_t peer_spi = 0;  // Responders: the initiator's SPI.
     absl::Time started;
     absl::Time give_up = absl::InfiniteFuture();  // Responders, while half-open.
     bool nat_t = false;                           // The peer talks to our NAT-T port.
@@ -552,6 +552,8 @@ absl::Status IkeRunner::Loop::Configure(Tunnel& t, const strait::v1::TunnelSpec&
   config->nat_t_port = options_.nat_t_port;
   config->local.port = options_.ike_port;
   config->remote.port = options_.ike_port;
+  config->fragmentation = options_.fragment_size != 0;
+  if (options_.fragment_size != 0) config->fragment_size = options_.fragment_size;
   if (!options_.retransmit_timeouts.empty()) {
     config->retransmit_timeouts = options_.retransmit_timeouts;
   }
@@ -878,10 +880,10 @@ void IkeRunner::Loop::Flush(Sa& sa) {
         s.set_initiator(e.initiator);
         s.set_algorithms(ike::SuiteName(e.algorithms, /*ike=*/true));
         SetTimestamp(clock_.Now(), s.mutable_established_time());
-        sa.summary = absl::StrFormat(
-            "IKE %s, SPIs %016x_i %016x_r; ESP %s, SPIs %s_i %s_o (%s)", s.algorithms(),
-            e.ike_spi_i, e.ike_spi_r, sa.child_status.algorithms(),
-            sa.child_status.inbound_spi(), sa.child_status.outbound_spi(), Role(sa.initiator));
+        sa.summary = absl::StrFormat("IKE %s, SPIs %016x_i %016x_r; ESP %s, SPIs %s_i %s_o (%s)",
+                                     s.algorithms(), e.ike_spi_i, e.ike_spi_r,
+                                     sa.child_status.algorithms(), sa.child_status.inbound_spi(),
+                                     sa.child_status.outbound_spi(), Role(sa.initiator));
         LOG_INFO("IKE SA rekeyed")
             .With("node", node_)
             .With("tunnel", sa.tunnel->name)
@@ -935,6 +937,10 @@ void IkeRunner::Loop::Flush(Sa& sa) {
                    c.undecryptable_dropped - sa.seen.undecryptable_dropped);
   metrics_.Dropped(IkeMetrics::kUnexpected, c.unexpected_dropped - sa.seen.unexpected_dropped);
   metrics_.Dropped(IkeMetrics::kStale, c.stale_dropped - sa.seen.stale_dropped);
+  metrics_.Dropped(IkeMetrics::kReassembly, c.reassembly_dropped - sa.seen.reassembly_dropped);
+  metrics_.Fragments(/*inbound=*/false, c.fragments_sent - sa.seen.fragments_sent);
+  metrics_.Fragments(/*inbound=*/true, c.fragments_received - sa.seen.fragments_received);
+  metrics_.Reassembled(c.messages_reassembled - sa.seen.messages_reassembled);
   metrics_.ChildRekeys(true, true, c.child_rekeys_initiated - sa.seen.child_rekeys_initiated);
   metrics_.ChildRekeys(true, false, c.child_rekey_failures - sa.seen.child_rekey_failures);
   metrics_.ChildRekeys(false, true, c.child_rekeys_answered - sa.seen.child_rekeys_answered);
@@ -964,8 +970,7 @@ void IkeRunner::Loop::SyncSpis(Sa& sa) {
     auto [it, added] = by_spi_.emplace(spi, &sa);
     if (added || it->second == &sa) {
       kept.push_back(spi);
-    } else if (std::find(sa.local_spis.begin(), sa.local_spis.end(), spi) ==
-               sa.local_spis.end()) {
+    } else if (std::find(sa.local_spis.begin(), sa.local_spis.end(), spi) == sa.local_spis.end()) {
       // Two random 64-bit SPIs alike: the newer SA gets no datagrams
       // and fails (or its rekey does); the next attempt draws another.
       LOG_ERROR("IKE SPI collision").With("node", node_).With("tunnel", sa.tunnel->name);

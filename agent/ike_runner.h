@@ -80,6 +80,9 @@ struct IkeRunnerOptions {
   absl::Duration max_initiator_backoff = absl::Minutes(5);
   // How often to try again to bind a local address that failed.
   absl::Duration bind_retry = absl::Seconds(5);
+  // IKE fragmentation (RFC 7383): the largest IP datagram an encrypted IKE
+  // message may make before it is fragmented; 0: fragmentation off.
+  size_t fragment_size = 1280;
   // The engines' retransmission schedule (EngineConfig); empty: theirs.
   std::vector<absl::Duration> retransmit_timeouts;
   // Half-open IKE SAs a tunnel keeps as responder; a new one beyond this

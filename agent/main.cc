@@ -78,6 +78,10 @@ ABSL_FLAG(std::string, ike_certificate, "",
 ABSL_FLAG(std::string, ike_private_key, "",
           "The private key of --ike-certificate (PEM, mode 0600: the agent refuses a key file "
           "that group or others can read).");
+ABSL_FLAG(int, ike_fragment_size, 1280,
+          "IKE fragmentation (RFC 7383): encrypted IKE messages that would make an IP datagram "
+          "larger than this many bytes (IP and UDP headers included) go out as fragments, with "
+          "peers that support it. 0 turns fragmentation off (not offered to peers).");
 ABSL_FLAG(std::string, log_level, "info", "Least severe log level: debug, info, warning, error.");
 
 namespace {
@@ -260,6 +264,12 @@ int main(int argc, char** argv) {
         dataplane_setup.kind == strait::agent::DataplaneKind::kXfrm;
     ike_options.certificates.certificate_file = absl::GetFlag(FLAGS_ike_certificate);
     ike_options.certificates.private_key_file = absl::GetFlag(FLAGS_ike_private_key);
+    const int fragment_size = absl::GetFlag(FLAGS_ike_fragment_size);
+    if (fragment_size != 0 && (fragment_size < 256 || fragment_size > 65535)) {
+      LOG_ERROR("--ike-fragment-size must be 0 or 256..65535").With("value", fragment_size);
+      return kExitFailure;
+    }
+    ike_options.fragment_size = static_cast<size_t>(fragment_size);
     absl::StatusOr<std::unique_ptr<strait::agent::IkeRunner>> runner =
         strait::agent::IkeRunner::Create(node, applier, *counted_dataplane,
                                          strait::RealClock::Get(), ike_metrics, ike_options);

@@ -173,7 +173,7 @@ IkeMetrics::IkeMetrics(prometheus::Registry& registry)
       dropped_(prometheus::BuildCounter()
                    .Name("strait_agent_ike_dropped_total")
                    .Help("Received IKE datagrams dropped without effect, by reason: malformed, "
-                         "undecryptable, unexpected, stale, no_tunnel.")
+                         "undecryptable, unexpected, stale, no_tunnel, reassembly.")
                    .Register(registry)),
       rekeys_(prometheus::BuildCounter()
                   .Name("strait_agent_ike_rekeys_total")
@@ -291,7 +291,21 @@ IkeMetrics::IkeMetrics(prometheus::Registry& registry)
   for (const char* reason : {"AUTHENTICATION_FAILED", "PEER_IDENTITY_MISMATCH"}) {
     auth_failures_.Add({{"reason", reason}});
   }
-  for (const char* reason : {kMalformed, kUndecryptable, kUnexpected, kStale, kNoTunnel}) {
+  auto& fragments = prometheus::BuildCounter()
+                        .Name("strait_agent_ike_fragments_total")
+                        .Help(
+                            "IKE fragments (RFC 7383) sent, retransmissions included, and "
+                            "authenticated ones received, by direction.")
+                        .Register(registry);
+  fragments_[0] = &fragments.Add({{"direction", "out"}});
+  fragments_[1] = &fragments.Add({{"direction", "in"}});
+  reassembled_ = &prometheus::BuildCounter()
+                      .Name("strait_agent_ike_reassembled_messages_total")
+                      .Help("IKE messages reassembled from fragments (RFC 7383).")
+                      .Register(registry)
+                      .Add({});
+  for (const char* reason :
+       {kMalformed, kUndecryptable, kUnexpected, kStale, kNoTunnel, kReassembly}) {
     dropped_.Add({{"reason", reason}});
   }
 }
@@ -369,6 +383,13 @@ void IkeMetrics::Deletes(bool sent, uint64_t count) {
 void IkeMetrics::NatDetected() { nat_detected_.Increment(); }
 
 void IkeMetrics::PeerMoved() { nat_mapping_changes_.Increment(); }
+void IkeMetrics::Fragments(bool inbound, uint64_t count) {
+  if (count != 0) fragments_[inbound ? 1 : 0]->Increment(static_cast<double>(count));
+}
+
+void IkeMetrics::Reassembled(uint64_t count) {
+  if (count != 0) reassembled_->Increment(static_cast<double>(count));
+}
 
 void IkeMetrics::SetNextRekey(const std::string& tunnel, std::optional<absl::Time> when) {
   absl::MutexLock lock(&mu_);

@@ -97,6 +97,9 @@ class IkeMetrics {
   static constexpr char kUnexpected[] = "unexpected";
   static constexpr char kStale[] = "stale";
   static constexpr char kNoTunnel[] = "no_tunnel";
+  // Authenticated IKE fragments the reassembly dropped (duplicates, fewer
+  // fragments than before, over the limits, timed out).
+  static constexpr char kReassembly[] = "reassembly";
 
   // Registers every family on `registry`, which must outlive this object.
   explicit IkeMetrics(prometheus::Registry& registry);
@@ -120,6 +123,13 @@ class IkeMetrics {
   void Retransmits(int exchange_type, uint64_t count);
   // strait_agent_ike_dropped_total{reason}.
   void Dropped(absl::string_view reason, uint64_t count = 1);
+  // strait_agent_ike_fragments_total{direction="in"|"out"}: RFC 7383
+  // fragments sent (retransmissions included) and authenticated ones
+  // received.
+  void Fragments(bool inbound, uint64_t count);
+  // strait_agent_ike_reassembled_messages_total: IKE messages put together
+  // from fragments.
+  void Reassembled(uint64_t count);
   // strait_agent_ike_rekeys_total{kind="child",role,result="success"|
   // "failure"}: CREATE_CHILD_SA rekeys that this end started (initiator)
   // or answered (responder).
@@ -185,6 +195,8 @@ class IkeMetrics {
   std::array<prometheus::Counter*, 2> deletes_{};  // received, sent
   prometheus::Counter& nat_detected_;
   prometheus::Counter& nat_mapping_changes_;
+  std::array<prometheus::Counter*, 2> fragments_{};  // out, in
+  prometheus::Counter* reassembled_ = nullptr;
   prometheus::Family<prometheus::Gauge>& next_rekey_;
   absl::Mutex mu_;
   std::map<std::string, prometheus::Gauge*> next_rekey_by_tunnel_ ABSL_GUARDED_BY(mu_);

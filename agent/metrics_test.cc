@@ -67,8 +67,10 @@ TEST(IkeMetricsTest, RecordsTheRunnersEvents) {
   for (const auto& family : registry.Collect()) {
     families += family.name.rfind("strait_agent_", 0) == 0 ? 1 : 0;
   }
-  // 15: the per-tunnel next-rekey gauge has no series yet.
-  EXPECT_EQ(families, 15u);
+  // 17: the per-tunnel next-rekey gauge has no series yet.
+  EXPECT_EQ(families, 17u);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_fragments_total", "direction", "in"), 0);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_dropped_total", "reason", "reassembly"), 0);
   EXPECT_EQ(Value(registry, "strait_agent_ike_dead_peers_total", "action", "restart"), 0);
 
   metrics.ChildRekeys(/*initiator=*/true, /*success=*/true, 2);
@@ -117,6 +119,15 @@ TEST(IkeMetricsTest, RecordsTheRunnersEvents) {
   metrics.Dropped(IkeMetrics::kStale, 5);
   EXPECT_EQ(Value(registry, "strait_agent_ike_dropped_total", "reason", "no_tunnel"), 1);
   EXPECT_EQ(Value(registry, "strait_agent_ike_dropped_total"), 6);
+
+  metrics.Fragments(/*inbound=*/false, 4);
+  metrics.Fragments(/*inbound=*/true, 3);
+  metrics.Reassembled(1);
+  metrics.Dropped(IkeMetrics::kReassembly, 2);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_fragments_total", "direction", "out"), 4);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_fragments_total", "direction", "in"), 3);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_reassembled_messages_total"), 1);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_dropped_total", "reason", "reassembly"), 2);
 }
 
 TEST(IkeMetricsTest, ExchangeNames) {

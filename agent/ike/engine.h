@@ -139,6 +139,14 @@ struct EngineConfig {
   // as they are. Zero: only when RekeyIke() is called (or the peer rekeys).
   absl::Duration ike_rekey_after = absl::ZeroDuration();
   absl::Duration ike_rekey_fuzz = absl::ZeroDuration();
+  // IKE fragmentation (RFC 7383): IKEV2_FRAGMENTATION_SUPPORTED is sent in
+  // IKE_SA_INIT, and once both ends sent it, an encrypted message (IKE_AUTH
+  // and later) that would make an IP datagram larger than `fragment_size`
+  // bytes (IP and UDP headers included; strongSwan's default 1280) goes out
+  // as Encrypted Fragment payloads. Fragments are accepted whenever
+  // negotiated, unfragmented messages always.
+  bool fragmentation = true;
+  size_t fragment_size = 1280;
 };
 
 // Randomness for SPIs and nonces. DH private keys come from OpenSSL's DRBG
@@ -289,6 +297,14 @@ struct EngineCounters {
   uint64_t rekey_collisions = 0;
   uint64_t nat_keepalives_sent = 0;
   uint64_t peer_moves = 0;  // The peer's NAT mapping changed (RFC 7296 §2.23).
+  // RFC 7383 fragmentation: SKF datagrams sent (retransmissions included),
+  // authenticated fragments received, messages reassembled from them, and
+  // authenticated fragments dropped by the reassembly (duplicates, fewer
+  // fragments than before, over the limits, timed out).
+  uint64_t fragments_sent = 0;
+  uint64_t fragments_received = 0;
+  uint64_t messages_reassembled = 0;
+  uint64_t reassembly_dropped = 0;
 
   // retransmits_sent by the request's exchange: [exchange type -
   // kExchangeIkeSaInit] for IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA and

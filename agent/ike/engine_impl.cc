@@ -62,6 +62,10 @@ absl::Status ValidateConfig(const EngineConfig& c) {
   if (c.dpd_interval < absl::ZeroDuration() || c.dpd_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("DPD interval must not be negative, its timeout positive");
   }
+  if (c.fragment_size < kMinFragmentSize || c.fragment_size > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fragment size must be ", kMinFragmentSize, "..65535 bytes"));
+  }
   return absl::OkStatus();
 }
 }  // namespace
@@ -91,7 +95,7 @@ absl::StatusOr<Bytes> EngineImpl::Encode(const IkeSa& sa, const Message& plain) 
   ASSIGN_OR_RETURN(
       std::string sealed,
       sa.outbound->Seal(absl::string_view(reinterpret_cast<const char*>(bytes.data()), aad_size),
-                         AsStringView(inner)));
+                        AsStringView(inner)));
   if (sealed.size() != sealed_size) return absl::InternalError("SK size mismatch");
   std::memcpy(bytes.data() + aad_size, sealed.data(), sealed.size());
   return bytes;
@@ -99,6 +103,11 @@ absl::StatusOr<Bytes> EngineImpl::Encode(const IkeSa& sa, const Message& plain) 
 
 absl::StatusOr<Message> EngineImpl::Decrypt(const IkeSa& sa, Message m,
                                             absl::Span<const uint8_t> datagram) {
+  if (reassembled_) {
+    // HandleFragment() authenticated and decrypted it, fragment by fragment.
+    Authenticated(sa);
+    return m;
+  }
   if (sa.inbound == nullptr || m.payloads.empty() || m.payloads.back().type != kPayloadSk) {
     return absl::FailedPreconditionError("no SK payload or no keys");
   }
@@ -108,18 +117,23 @@ absl::StatusOr<Message> EngineImpl::Decrypt(const IkeSa& sa, Message m,
   ASSIGN_OR_RETURN(
       std::string plain,
       sa.inbound->Open(absl::string_view(reinterpret_cast<const char*>(datagram.data()), aad_size),
-                        AsStringView(sk.encrypted)));
+                       AsStringView(sk.encrypted)));
   ASSIGN_OR_RETURN(std::vector<Payload> inner,
                    DecodePayloadChain(sk.inner_next_payload, BytesOf(plain)));
   RETURN_IF_ERROR(VerifyPayloads(inner));
   m.payloads = std::move(inner);
+  Authenticated(sa);
+  return m;
+}
+
+void EngineImpl::Authenticated(const IkeSa& sa) {
   last_received_ = clock_.Now();
   if ((sa.local_behind_nat || sa.remote_behind_nat) && !(current_from_ == remote_)) {
     // RFC 7296 §2.23: follow the peer's NAT mapping, on authenticated
     // messages only; the CHILD SAs' encapsulation follows.
     // (The initiator's float from 500 to 4500 during IKE_AUTH is no move.)
     remote_ = current_from_;
-    if (state_ != State::kEstablished && state_ != State::kDeleting) return m;
+    if (state_ != State::kEstablished && state_ != State::kDeleting) return;
     ++counters_.peer_moves;
     LOG_INFO("peer's NAT mapping moved").With("port", static_cast<uint64_t>(remote_.port));
     for (ChildSa& child : children_) {
@@ -131,7 +145,29 @@ absl::StatusOr<Message> EngineImpl::Decrypt(const IkeSa& sa, Message m,
       }
     }
   }
-  return m;
+}
+
+std::vector<Bytes> EngineImpl::Datagrams(Bytes message) {
+  const size_t max = MaxFragmentMessageSize(config_.fragment_size, remote_.address.size() == 16);
+  if (!sa_.fragmentation || sa_.outbound == nullptr || message.size() <= max ||
+      message.size() <= kIkeHeaderSize || message[18] == kExchangeIkeSaInit) {
+    return {std::move(message)};
+  }
+  absl::StatusOr<std::vector<Bytes>> fragments = FragmentMessage(*sa_.outbound, message, max);
+  if (!fragments.ok()) {
+    // Unfragmented, it may still get through (or be retransmitted).
+    LOG_WARNING("cannot fragment an IKE message").With("error", fragments.status().ToString());
+    return {std::move(message)};
+  }
+  LOG_DEBUG("IKE message fragmented")
+      .With("bytes", static_cast<uint64_t>(message.size()))
+      .With("fragments", static_cast<uint64_t>(fragments->size()));
+  return *std::move(fragments);
+}
+
+void EngineImpl::SendAll(const std::vector<Bytes>& datagrams, const Endpoint& to) {
+  if (datagrams.size() > 1) counters_.fragments_sent += datagrams.size();
+  for (const Bytes& d : datagrams) Send(d, to);
 }
 
 void EngineImpl::Send(Bytes bytes, const Endpoint& to) {
@@ -142,20 +178,21 @@ void EngineImpl::Send(Bytes bytes, const Endpoint& to) {
 
 void EngineImpl::SendRequest(Bytes bytes, uint8_t exchange, uint32_t message_id) {
   pending_ = true;
-  pending_bytes_ = bytes;
+  pending_datagrams_ = Datagrams(std::move(bytes));
   pending_exchange_ = exchange;
   pending_message_id_ = message_id;
   transmissions_ = 1;
   retransmit_at_ = clock_.Now() + config_.retransmit_timeouts[0];
-  Send(std::move(bytes));
+  response_fragments_.Clear();
+  SendAll(pending_datagrams_, remote_);
 }
 
 void EngineImpl::SendResponse(Bytes bytes, absl::Span<const uint8_t> request, uint32_t message_id) {
   have_cached_ = true;
   cached_message_id_ = message_id;
   cached_request_.assign(request.begin(), request.end());
-  cached_response_ = bytes;
-  Send(std::move(bytes), reply_to_);
+  cached_response_ = Datagrams(std::move(bytes));
+  SendAll(cached_response_, reply_to_);
 }
 
 absl::Status EngineImpl::SendInitRequest() {
@@ -299,12 +336,105 @@ void EngineImpl::HandleDatagram(absl::Span<const uint8_t> datagram, const Endpoi
       return;
     }
   }
+  if (!m->payloads.empty() && m->payloads.back().type == kPayloadSkf) {
+    if (!m->header.response) reply_to_ = from;
+    HandleFragment(*m, datagram, from);
+    return;
+  }
   if (m->header.response) {
     HandleResponse(*m, datagram, from);
   } else {
     reply_to_ = from;
     HandleRequest(*m, datagram, from);
   }
+}
+
+void EngineImpl::HandleFragment(const Message& m, absl::Span<const uint8_t> datagram,
+                                const Endpoint& from) {
+  const auto& skf = std::get<SkfPayload>(m.payloads.back().body);
+  const IkeHeader& h = m.header;
+  // Fragments come once the IKE SA has keys, from the other role, and only
+  // when both ends offered fragmentation (RFC 7383 §2.5).
+  if (!sa_.fragmentation || sa_.inbound == nullptr || h.initiator == sa_.initiator ||
+      h.spi_i != sa_.spi_i || h.spi_r != sa_.spi_r || h.exchange_type == kExchangeIkeSaInit) {
+    ++counters_.unexpected_dropped;
+    return;
+  }
+  const absl::Time now = clock_.Now();
+  Reassembler& reassembler = h.response ? response_fragments_ : request_fragments_;
+  counters_.reassembly_dropped += reassembler.Expire(now);
+  // The message ID checks of HandleResponse() and HandleRequest() come
+  // first, so that stale fragments cost no decryption.
+  if (h.response) {
+    if (!pending_ || h.message_id != pending_message_id_ || h.exchange_type != pending_exchange_) {
+      ++(h.message_id < pending_message_id_ || !pending_ ? counters_.stale_dropped
+                                                         : counters_.unexpected_dropped);
+      return;
+    }
+  } else {
+    if (have_cached_ && h.message_id == cached_message_id_) {
+      // A retransmitted request (RFC 7383 §2.6.1): the whole response goes
+      // again, on the request's first fragment only.
+      if (skf.fragment_number == 1 && absl::MakeConstSpan(cached_request_) == datagram) {
+        ++counters_.responses_resent;
+        SendAll(cached_response_, from);
+      } else {
+        ++counters_.stale_dropped;
+      }
+      return;
+    }
+    std::optional<uint32_t> expected;
+    if (state_ == State::kAuthWait && h.exchange_type == kExchangeIkeAuth) {
+      expected = 1;
+    } else if (state_ == State::kEstablished || state_ == State::kDeleting) {
+      expected = peer_next_id_;
+    }
+    if (!expected.has_value() || h.message_id != *expected) {
+      ++(expected.has_value() && h.message_id < *expected ? counters_.stale_dropped
+                                                          : counters_.unexpected_dropped);
+      return;
+    }
+  }
+  // RFC 7383 §2.6: each fragment is authenticated before it is kept.
+  absl::StatusOr<std::string> plain = OpenFragment(*sa_.inbound, datagram, skf);
+  if (!plain.ok()) {
+    ++counters_.undecryptable_dropped;
+    return;
+  }
+  ++counters_.fragments_received;
+  switch (reassembler.Add(h.message_id, skf, *std::move(plain), datagram, now)) {
+    case Reassembler::Result::kStored:
+      return;
+    case Reassembler::Result::kComplete:
+      break;
+    case Reassembler::Result::kDuplicate:
+    case Reassembler::Result::kSmallerTotal:
+    case Reassembler::Result::kTooMany:
+      ++counters_.reassembly_dropped;
+      return;
+    case Reassembler::Result::kTooLarge:
+      LOG_INFO("IKE message of too many fragment bytes dropped")
+          .With("message_id", static_cast<uint64_t>(h.message_id));
+      ++counters_.reassembly_dropped;
+      return;
+  }
+  Reassembler::Completed done = reassembler.TakeMessage();
+  ++counters_.messages_reassembled;
+  absl::StatusOr<std::vector<Payload>> inner = DecodePayloadChain(done.first_payload, done.inner);
+  if (!inner.ok() || !VerifyPayloads(*inner).ok()) {
+    ++counters_.malformed_dropped;
+    return;
+  }
+  Message reassembled;
+  reassembled.header = h;
+  reassembled.payloads = *std::move(inner);
+  reassembled_ = true;
+  if (h.response) {
+    HandleResponse(reassembled, done.first_datagram, from);
+  } else {
+    HandleRequest(reassembled, done.first_datagram, from);
+  }
+  reassembled_ = false;
 }
 
 void EngineImpl::HandleResponse(const Message& m, absl::Span<const uint8_t> datagram,
@@ -402,8 +532,7 @@ void EngineImpl::HandleRequest(const Message& m, absl::Span<const uint8_t> datag
   if (ours && m.header.message_id == cached_message_id_) {
     if (absl::MakeConstSpan(cached_request_) == datagram) {
       ++counters_.responses_resent;
-      ++counters_.datagrams_sent;
-      datagrams_.push_back(OutboundDatagram{cached_response_, from});
+      SendAll(cached_response_, from);
     } else {
       ++counters_.stale_dropped;
     }
@@ -928,6 +1057,7 @@ void EngineImpl::HandleAuthRequest(const Message& m, absl::Span<const uint8_t> d
 
 void EngineImpl::Tick(absl::Time now) {
   TickOldSas(now);
+  counters_.reassembly_dropped += request_fragments_.Expire(now) + response_fragments_.Expire(now);
   if (half_open_deadline_.has_value() && now >= *half_open_deadline_) {
     Fail(FailureReason::kPeerNotResponding, "no IKE_AUTH after IKE_SA_INIT");
     return;
@@ -954,7 +1084,7 @@ void EngineImpl::Tick(absl::Time now) {
     if (pending_exchange_ >= kExchangeIkeSaInit && pending_exchange_ <= kExchangeInformational) {
       ++counters_.retransmits_by_exchange[pending_exchange_ - kExchangeIkeSaInit];
     }
-    Send(pending_bytes_);
+    SendAll(pending_datagrams_, remote_);
     return;
   }
   if (state_ == State::kEstablished && !pending_ && ike_rekey_at_.has_value() &&
@@ -1019,7 +1149,8 @@ std::vector<uint64_t> EngineImpl::local_spis() const {
   std::vector<uint64_t> out;
   const uint64_t current = sa_.initiator ? sa_.spi_i : sa_.spi_r;
   if (current != 0) out.push_back(current);
-  for (const OldIkeSa& old : old_sas_) out.push_back(old.sa.initiator ? old.sa.spi_i : old.sa.spi_r);
+  for (const OldIkeSa& old : old_sas_)
+    out.push_back(old.sa.initiator ? old.sa.spi_i : old.sa.spi_r);
   return out;
 }
 
@@ -1159,7 +1290,10 @@ void EngineImpl::AdoptIkeSa(IkeSa next, bool delete_old) {
   old.cached_request = std::exchange(cached_request_, {});
   old.cached_response = std::exchange(cached_response_, {});
   sa_ = std::move(next);
-  // RFC 7296 §2.18: message IDs start over on the new SA.
+  // RFC 7296 §2.18: message IDs start over on the new SA (and fragments
+  // of the old SA's messages are no part of the new SA's).
+  request_fragments_.Clear();
+  response_fragments_.Clear();
   next_request_id_ = 0;
   peer_next_id_ = 0;
   cached_message_id_ = 0;
@@ -1240,8 +1374,10 @@ void EngineImpl::HandleOldSaMessage(OldIkeSa& old, const Message& m,
   if (old.have_cached && m.header.message_id == old.cached_message_id) {
     if (absl::MakeConstSpan(old.cached_request) == datagram) {
       ++counters_.responses_resent;
-      ++counters_.datagrams_sent;
-      datagrams_.push_back(OutboundDatagram{old.cached_response, from});
+      for (const Bytes& d : old.cached_response) {
+        ++counters_.datagrams_sent;
+        datagrams_.push_back(OutboundDatagram{d, from});
+      }
     } else {
       ++counters_.stale_dropped;
     }
@@ -1290,7 +1426,7 @@ void EngineImpl::HandleOldSaMessage(OldIkeSa& old, const Message& m,
   old.have_cached = true;
   old.cached_message_id = m.header.message_id;
   old.cached_request.assign(datagram.begin(), datagram.end());
-  old.cached_response = *bytes;
+  old.cached_response = {*bytes};
   Send(*std::move(bytes), reply_to_);
   if (delete_ike) {
     LOG_INFO("old IKE SA deleted by the peer")

@@ -13,6 +13,7 @@
 #include "absl/types/span.h"
 #include "agent/ike/engine.h"
 #include "agent/ike/exchange.h"
+#include "agent/ike/fragmentation.h"
 #include "agent/ike/message.h"
 #include "agent/ike/sa.h"
 #include "common/clock.h"
@@ -79,6 +80,15 @@ class EngineImpl : public Engine {
   absl::StatusOr<Message> Decrypt(const IkeSa& sa, Message m, absl::Span<const uint8_t> datagram);
   void Send(Bytes bytes) { Send(std::move(bytes), remote_); }
   void Send(Bytes bytes, const Endpoint& to);
+  // An encoded message as the datagrams it goes out in: itself, or its
+  // RFC 7383 fragments when negotiated and too large for fragment_size.
+  std::vector<Bytes> Datagrams(Bytes message);
+  void SendAll(const std::vector<Bytes>& datagrams, const Endpoint& to);
+  // An SKF datagram: authenticated, collected, and once complete handled
+  // as the message it reassembles to.
+  void HandleFragment(const Message& m, absl::Span<const uint8_t> datagram, const Endpoint& from);
+  // What every authenticated message from the peer does (DPD, NAT mapping).
+  void Authenticated(const IkeSa& sa);
   void SendRequest(Bytes bytes, uint8_t exchange, uint32_t message_id);
   void SendResponse(Bytes bytes, absl::Span<const uint8_t> request, uint32_t message_id);
   absl::Status SendInitRequest();
@@ -123,7 +133,7 @@ class EngineImpl : public Engine {
     bool have_cached = false;
     uint32_t cached_message_id = 0;
     Bytes cached_request;
-    Bytes cached_response;
+    std::vector<Bytes> cached_response;  // Fragments, when it was fragmented.
     // Our DELETE over it, when we delete it.
     bool deleting = false;
     uint32_t delete_id = 0;
@@ -182,7 +192,7 @@ class EngineImpl : public Engine {
 
   // Our outstanding request (initiator).
   bool pending_ = false;
-  Bytes pending_bytes_;
+  std::vector<Bytes> pending_datagrams_;  // One, or its fragments.
   uint8_t pending_exchange_ = 0;
   uint32_t pending_message_id_ = 0;
   size_t transmissions_ = 0;
@@ -234,13 +244,20 @@ class EngineImpl : public Engine {
   // The last request we answered and our answer.
   bool have_cached_ = false;
   uint32_t cached_message_id_ = 0;
-  Bytes cached_request_;
-  Bytes cached_response_;
+  Bytes cached_request_;  // Fragment 1 of a fragmented request.
+  std::vector<Bytes> cached_response_;
   std::optional<absl::Time> half_open_deadline_;
   // Where the request being answered came from: responses go back to the
   // request's source address and port (RFC 7296 §2.11), e.g. UDP 4500 after
   // the peer floated for NAT traversal.
   Endpoint reply_to_;
+
+  // RFC 7383: the peer's fragmented request and response being collected,
+  // and whether the message being handled was reassembled from them
+  // (already authenticated and decrypted).
+  Reassembler request_fragments_;
+  Reassembler response_fragments_;
+  bool reassembled_ = false;
 
   std::vector<OutboundDatagram> datagrams_;
   std::vector<EngineEvent> events_;

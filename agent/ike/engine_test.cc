@@ -12,6 +12,7 @@
 #include "agent/ike/engine_impl.h"
 #include "agent/ike/engine_proposal.h"
 #include "agent/ike/exchange.h"
+#include "agent/ike/fragmentation.h"
 #include "agent/ike/message.h"
 #include "agent/ike/test_pki.h"
 #include "common/clock.h"
@@ -120,6 +121,9 @@ struct Side {
   // Certificate authentication instead of the PSK.
   std::shared_ptr<const LocalCredentials> credentials;
   std::shared_ptr<const TrustAnchors> anchors;
+  // RFC 7383 fragmentation.
+  bool fragmentation = true;
+  size_t fragment_size = 1280;
 };
 
 EngineConfig MakeConfig(const Side& side, const Endpoint& local, const Endpoint& remote) {
@@ -133,6 +137,8 @@ EngineConfig MakeConfig(const Side& side, const Endpoint& local, const Endpoint&
   c.psk = Secret(side.psk);
   c.credentials = side.credentials;
   c.trust_anchors = side.anchors;
+  c.fragmentation = side.fragmentation;
+  c.fragment_size = side.fragment_size;
   auto ike = ParseAlgorithmProposals(side.ike, intent::ProposalKind::kIke);
   auto esp = ParseAlgorithmProposals(side.esp, intent::ProposalKind::kEsp);
   EXPECT_TRUE(ike.ok()) << ike.status();
@@ -157,8 +163,9 @@ EngineConfig MakeConfig(const Side& side, const Endpoint& local, const Endpoint&
 class Pair {
  public:
   // What to do with datagram `index` (0-based, per direction) going from
-  // the initiator (`from_initiator`) or the responder.
-  enum class Fate { kDeliver, kDrop, kDuplicate };
+  // the initiator (`from_initiator`) or the responder. kReorder holds it
+  // back until after the next datagram of the same batch.
+  enum class Fate { kDeliver, kDrop, kDuplicate, kReorder };
   using Filter = std::function<Fate(bool from_initiator, int index, const Bytes& data)>;
 
   Pair(Side initiator, Side responder, uint64_t seed = 1, bool ipv6 = false,
@@ -261,6 +268,7 @@ class Pair {
  private:
   bool Move(Engine& from, Engine& to, const Endpoint& from_ep, bool from_initiator) {
     auto datagrams = from.TakeDatagrams();
+    std::optional<std::pair<Bytes, Endpoint>> held;
     for (auto& d : datagrams) {
       int& index = from_initiator ? index_i_ : index_r_;
       if (from_initiator) {
@@ -280,9 +288,18 @@ class Pair {
         if (from_initiator) source.port = *initiator_nat_port_;
         if (!from_initiator && d.to.port == *initiator_nat_port_) source.port = 4500;
       }
+      if (fate == Fate::kReorder && !held.has_value()) {
+        held.emplace(d.data, source);
+        continue;
+      }
       to.HandleDatagram(d.data, source);
       if (fate == Fate::kDuplicate) to.HandleDatagram(d.data, source);
+      if (held.has_value()) {
+        to.HandleDatagram(held->first, held->second);
+        held.reset();
+      }
     }
+    if (held.has_value()) to.HandleDatagram(held->first, held->second);
     return !datagrams.empty();
   }
   void Collect() {
@@ -968,6 +985,161 @@ TEST(EngineCertTest, LocalIdentityMustBeInOurCertificate) {
 }
 
 // --- INFORMATIONAL: dead peer detection and DELETE ---
+
+// --- Fragmentation (RFC 7383) ---
+
+void ExpectOneMirroredChild(Pair& pair);
+
+bool IsFragment(const Bytes& datagram) {
+  absl::StatusOr<Message> m = DecodeMessage(datagram);
+  return m.ok() && !m->payloads.empty() && m->payloads.back().type == kPayloadSkf;
+}
+
+Side FragmentingCertSide(const std::string& name, size_t fragment_size) {
+  Side side = CertSide(name, KeyType::kRsa2048);
+  side.fragment_size = fragment_size;
+  return side;
+}
+
+TEST_P(EngineFamilyTest, CertificateAuthIsFragmentedBothWays) {
+  const bool ipv6 = GetParam();
+  Pair pair(FragmentingCertSide("left.example", 576), FragmentingCertSide("right.example", 576), 1,
+            ipv6);
+  ASSERT_TRUE(pair.Run());
+  ExpectEstablished(pair);
+  const EngineCounters& ci = pair.initiator().counters();
+  const EngineCounters& cr = pair.responder().counters();
+  // IKE_AUTH with an RSA certificate and signature is ~1.5 kB each way.
+  EXPECT_GE(ci.fragments_sent, 3u);
+  EXPECT_GE(cr.fragments_sent, 3u);
+  EXPECT_EQ(cr.fragments_received, ci.fragments_sent);
+  EXPECT_EQ(ci.fragments_received, cr.fragments_sent);
+  EXPECT_EQ(ci.messages_reassembled, 1u);
+  EXPECT_EQ(cr.messages_reassembled, 1u);
+  EXPECT_EQ(ci.reassembly_dropped + cr.reassembly_dropped, 0u);
+  const size_t max = 576 - (ipv6 ? 40 : 20) - 8 - 4;
+  for (const Bytes& d : pair.sent_by_initiator) EXPECT_LE(d.size(), max);
+}
+
+TEST(EngineFragmentationTest, Rsa4096AtTheDefaultSizeIsFragmented) {
+  // An RSA-4096 certificate (~1.3 kB) and signature (512 bytes) do not fit
+  // a 1280-byte datagram.
+  Pair pair(CertSide("left.example", KeyType::kRsa4096),
+            CertSide("right.example", KeyType::kRsa4096));
+  ASSERT_TRUE(pair.Run());
+  ExpectEstablished(pair);
+  for (const Bytes& d : pair.sent_by_initiator) EXPECT_LE(d.size(), 1280u - 32);
+  EXPECT_EQ(pair.initiator().counters().messages_reassembled, 1u);
+  EXPECT_EQ(pair.responder().counters().messages_reassembled, 1u);
+}
+
+TEST(EngineFragmentationTest, PeerWithoutSupportGetsWholeMessages) {
+  for (bool responder_supports : {false, true}) {
+    SCOPED_TRACE(responder_supports);
+    Side i = FragmentingCertSide("left.example", 576);
+    Side r = FragmentingCertSide("right.example", 576);
+    (responder_supports ? i : r).fragmentation = false;
+    Pair pair(i, r);
+    ASSERT_TRUE(pair.Run());
+    ExpectEstablished(pair);
+    EXPECT_EQ(pair.initiator().counters().fragments_sent, 0u);
+    EXPECT_EQ(pair.responder().counters().fragments_sent, 0u);
+    bool large = false;
+    for (const Bytes& d : pair.sent_by_initiator) {
+      EXPECT_FALSE(IsFragment(d));
+      large = large || d.size() > 576;
+    }
+    EXPECT_TRUE(large);
+  }
+}
+
+TEST(EngineFragmentationTest, LaterExchangesAreFragmentedToo) {
+  Side i, r;
+  i.fragment_size = r.fragment_size = kMinFragmentSize;
+  i.esp = r.esp = "aes256gcm16-ecp384";  // A KE in CREATE_CHILD_SA.
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run());
+  ExpectEstablished(pair);
+  const uint64_t before = pair.responder().counters().messages_reassembled;
+  ASSERT_TRUE(pair.initiator().RekeyChild().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(10)));
+  ExpectOneMirroredChild(pair);
+  EXPECT_EQ(pair.initiator().counters().child_rekeys_initiated, 1u);
+  EXPECT_GT(pair.responder().counters().messages_reassembled, before);
+}
+
+TEST(EngineFragmentationTest, RetransmittedFragmentsAreAnsweredOnce) {
+  Pair pair(FragmentingCertSide("left.example", 576), FragmentingCertSide("right.example", 576));
+  // The responder's first IKE_AUTH response (every fragment) is lost: the
+  // initiator sends all its fragments again, and the responder answers
+  // with its whole cached response, on the first fragment only.
+  pair.set_filter([](bool from_initiator, int index, const Bytes& data) {
+    return !from_initiator && index > 0 && index < 100 && IsFragment(data) ? Pair::Fate::kDrop
+                                                                           : Pair::Fate::kDeliver;
+  });
+  ASSERT_TRUE(pair.initiator().Initiate().ok());
+  ASSERT_TRUE(pair.Pump(absl::Milliseconds(500)));
+  const uint64_t response_fragments = pair.responder().counters().fragments_sent;
+  ASSERT_GE(response_fragments, 3u);
+  pair.set_filter(nullptr);
+  ASSERT_TRUE(pair.Pump(absl::Seconds(30)));
+  ExpectEstablished(pair);
+  const EngineCounters& cr = pair.responder().counters();
+  EXPECT_EQ(cr.responses_resent, 1u);
+  EXPECT_EQ(cr.fragments_sent, 2 * response_fragments);
+  // The retransmission's other fragments are stale.
+  EXPECT_EQ(cr.stale_dropped, pair.initiator().counters().fragments_sent / 2 - 1);
+  EXPECT_EQ(pair.initiator().counters().retransmits_by_exchange[1], 1u);
+}
+
+TEST(EngineFragmentationTest, InauthenticFragmentIsDroppedAndCounted) {
+  Pair pair(FragmentingCertSide("left.example", 576), FragmentingCertSide("right.example", 576));
+  Engine* responder = &pair.responder();
+  pair.set_filter([responder](bool from_initiator, int, const Bytes& data) {
+    if (from_initiator && IsFragment(data)) {
+      Bytes forged = data;
+      forged[forged.size() - 20] ^= 0x40;  // In the ciphertext or ICV.
+      responder->HandleDatagram(forged, Endpoint{V4(192, 0, 2, 1), 500});
+    }
+    return Pair::Fate::kDeliver;
+  });
+  ASSERT_TRUE(pair.Run());
+  ExpectEstablished(pair);
+  const EngineCounters& cr = pair.responder().counters();
+  EXPECT_GE(cr.undecryptable_dropped, 3u);
+  EXPECT_EQ(cr.undecryptable_dropped, cr.fragments_received);
+  EXPECT_EQ(cr.messages_reassembled, 1u);
+}
+
+// Fragments lost, duplicated and reordered: every run ends established on
+// both sides or failed cleanly, and nearly all establish.
+TEST(EngineFragmentationTest, LossDuplicationAndReorderingConverge) {
+  int established = 0;
+  for (uint64_t seed = 1; seed <= 60; ++seed) {
+    SCOPED_TRACE(seed);
+    Side i, r;
+    i.fragment_size = r.fragment_size = kMinFragmentSize;
+    Pair pair(i, r, seed);
+    std::mt19937_64 rng(seed);
+    pair.set_filter([&rng](bool, int, const Bytes&) {
+      const int roll = static_cast<int>(rng() % 100);
+      if (roll < 10) return Pair::Fate::kDrop;
+      if (roll < 25) return Pair::Fate::kDuplicate;
+      if (roll < 45) return Pair::Fate::kReorder;
+      return Pair::Fate::kDeliver;
+    });
+    ASSERT_TRUE(pair.Run());
+    if (pair.initiator().state() == Engine::State::kEstablished) {
+      ++established;
+      ExpectEstablished(pair);
+      EXPECT_GE(pair.initiator().counters().fragments_sent, 2u);
+    } else {
+      ASSERT_EQ(pair.initiator().state(), Engine::State::kFailed);
+      EXPECT_EQ(pair.Failure(true), FailureReason::kPeerNotResponding);
+    }
+  }
+  EXPECT_GT(established, 54);
+}
 
 TEST(EngineInformationalTest, DpdProbesAnIdlePeerThatAnswers) {
   Side i, r;

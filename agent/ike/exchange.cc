@@ -381,6 +381,10 @@ absl::Status IkeSaInitTask::Build(Message& m) {
     }
     m.payloads.push_back(MakeNotify(kNotifySignatureHashAlgorithms, std::move(hashes)));
   }
+  // RFC 7383 §2.3: offered by the initiator, answered only when offered.
+  if (config_.fragmentation && (sa_.initiator || sa_.fragmentation)) {
+    m.payloads.push_back(MakeNotify(kNotifyFragmentationSupported));
+  }
   return absl::OkStatus();
 }
 
@@ -447,6 +451,8 @@ TaskResult IkeSaInitTask::ProcessRequest(const Message& m, const Endpoint& from)
   if (!DeriveSkKeys(sa_, AsStringView(ke->data)).ok()) return TaskResult::Ignore();
   CheckNat(m, from);
   sa_.peer_hash_algorithms = PeerHashAlgorithms(m);
+  sa_.fragmentation =
+      config_.fragmentation && FindNotify(m, kNotifyFragmentationSupported) != nullptr;
   return TaskResult::Done();
 }
 
@@ -513,6 +519,8 @@ TaskResult IkeSaInitTask::ProcessResponse(const Message& m, const Endpoint& from
   }
   CheckNat(m, from);
   sa_.peer_hash_algorithms = PeerHashAlgorithms(m);
+  sa_.fragmentation =
+      config_.fragmentation && FindNotify(m, kNotifyFragmentationSupported) != nullptr;
   return TaskResult::Done();
 }
 
@@ -1055,9 +1063,10 @@ RekeyIkeTask::RekeyIkeTask(const IkeSa& old, const EngineConfig& config, RandomS
   new_.local_behind_nat = old.local_behind_nat;
   new_.remote_behind_nat = old.remote_behind_nat;
   new_.peer_hash_algorithms = old.peer_hash_algorithms;
+  new_.fragmentation = old.fragmentation;  // RFC 7383: negotiated once, in IKE_SA_INIT.
   // The group the old SA agreed on is the one the peer most likely takes.
-  dh_group_ = old.algorithms.dh_group != 0 ? old.algorithms.dh_group
-                                           : config.ike_proposals[0].dh_group;
+  dh_group_ =
+      old.algorithms.dh_group != 0 ? old.algorithms.dh_group : config.ike_proposals[0].dh_group;
 }
 
 absl::Status RekeyIkeTask::Build(Message& m) {

@@ -11,8 +11,8 @@
 
 #include <atomic>
 #include <cerrno>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <string>
@@ -98,6 +98,10 @@ ABSL_FLAG(std::string, status_file, "",
           "With --stay: after each change (an IKE SA rekey, say) write the result JSON, with "
           "the current IKE SPIs and an \"ike_rekeys\" count, to this file (replaced "
           "atomically).");
+ABSL_FLAG(int, fragment_size, 1280,
+          "IKE fragmentation (RFC 7383): encrypted messages that would make an IP datagram "
+          "larger than this many bytes (IP and UDP headers included) are sent as fragments, "
+          "when the peer supports it. 0 turns fragmentation off (not offered).");
 ABSL_FLAG(std::string, log_level, "warning",
           "Least severe log level on stderr: debug, info, warning, error.");
 
@@ -201,7 +205,20 @@ struct Outcome {
   int ike_rekeys = 0;  // IKE SA rekeys (either end's) since established.
 };
 
-std::string OutcomeJson(const Outcome& o, bool initiator) {
+std::string CountersJson(const strait::ike::EngineCounters& c) {
+  return absl::StrCat(
+      "{\"datagrams_sent\":", c.datagrams_sent, ",\"datagrams_received\":", c.datagrams_received,
+      ",\"fragments_sent\":", c.fragments_sent, ",\"fragments_received\":", c.fragments_received,
+      ",\"messages_reassembled\":", c.messages_reassembled,
+      ",\"reassembly_dropped\":", c.reassembly_dropped,
+      ",\"malformed_dropped\":", c.malformed_dropped,
+      ",\"undecryptable_dropped\":", c.undecryptable_dropped,
+      ",\"retransmits_sent\":", c.retransmits_sent, ",\"responses_resent\":", c.responses_resent,
+      "}");
+}
+
+std::string OutcomeJson(const Outcome& o, bool initiator,
+                        const strait::ike::EngineCounters& counters) {
   std::string out =
       absl::StrCat("{\"phase\":", JsonString(o.established ? "ESTABLISHED" : "FAILED"),
                    ",\"reason\":", JsonString(o.reason), ",\"detail\":", JsonString(o.detail),
@@ -226,6 +243,7 @@ std::string OutcomeJson(const Outcome& o, bool initiator) {
         ",\"remote_ts\":", JsonSelectors(o.child->remote_ts), "}");
   }
   absl::StrAppend(&out, ",\"ike_rekeys\":", o.ike_rekeys);
+  absl::StrAppend(&out, ",\"counters\":", CountersJson(counters));
   return out + "}";
 }
 
@@ -319,6 +337,12 @@ int main(int argc, char** argv) {
   }
   config.nat_t_port = static_cast<uint16_t>(nat_t_port);
   config.force_encapsulation = absl::GetFlag(FLAGS_force_encapsulation);
+  const int fragment_size = absl::GetFlag(FLAGS_fragment_size);
+  if (fragment_size != 0 && (fragment_size < 256 || fragment_size > 65535)) {
+    return UsageError("--fragment-size must be 0 or 256..65535");
+  }
+  config.fragmentation = fragment_size != 0;
+  if (fragment_size != 0) config.fragment_size = static_cast<size_t>(fragment_size);
 
   std::string local_id = absl::GetFlag(FLAGS_local_id);
   std::string remote_id = absl::GetFlag(FLAGS_remote_id);
@@ -427,8 +451,10 @@ int main(int argc, char** argv) {
     });
     if (!run.ok()) LOG_WARNING("settling failed").With("error", run.ToString());
   }
-  std::cout << OutcomeJson(outcome, initiator) << std::endl;
-  if (!status_file.empty()) WriteStatusFile(status_file, OutcomeJson(outcome, initiator));
+  std::cout << OutcomeJson(outcome, initiator, (*engine)->counters()) << std::endl;
+  if (!status_file.empty()) {
+    WriteStatusFile(status_file, OutcomeJson(outcome, initiator, (*engine)->counters()));
+  }
 
   if (absl::GetFlag(FLAGS_stay)) {
     // Keep answering (retransmitted requests) until told to stop.
@@ -437,7 +463,9 @@ int main(int argc, char** argv) {
         std::vector<EngineEvent> events = (*engine)->TakeEvents();
         if (!events.empty()) {
           Absorb(std::move(events), &outcome);
-          if (!status_file.empty()) WriteStatusFile(status_file, OutcomeJson(outcome, initiator));
+          if (!status_file.empty()) {
+            WriteStatusFile(status_file, OutcomeJson(outcome, initiator, (*engine)->counters()));
+          }
         }
         return g_stop.load();
       });

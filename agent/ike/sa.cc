@@ -53,10 +53,10 @@ absl::Status DeriveRekeyedSkKeys(IkeSa& sa, const IkeSa& old, absl::string_view 
   ASSIGN_OR_RETURN(Secret shared, sa.dh->ComputeSharedSecret(peer_ke));
   ASSIGN_OR_RETURN(Prf prf, Prf::Create(static_cast<PrfId>(sa.algorithms.prf_id)));
   const CipherSuite suite = CipherSuiteOf(sa.algorithms);
-  ASSIGN_OR_RETURN(sa.keys, DeriveRekeyedIkeSaKeys(*old.prf, old.keys.sk_d, prf, suite,
-                                                   shared.view(), AsStringView(sa.ni),
-                                                   AsStringView(sa.nr), SpiString(sa.spi_i),
-                                                   SpiString(sa.spi_r)));
+  ASSIGN_OR_RETURN(
+      sa.keys, DeriveRekeyedIkeSaKeys(*old.prf, old.keys.sk_d, prf, suite, shared.view(),
+                                      AsStringView(sa.ni), AsStringView(sa.nr), SpiString(sa.spi_i),
+                                      SpiString(sa.spi_r)));
   ASSIGN_OR_RETURN(SkCipherPtr i_cipher, CreateSkCipher(suite, sa.keys.sk_ei, sa.keys.sk_ai));
   ASSIGN_OR_RETURN(SkCipherPtr r_cipher, CreateSkCipher(suite, sa.keys.sk_er, sa.keys.sk_ar));
   sa.outbound = sa.initiator ? std::move(i_cipher) : std::move(r_cipher);

@@ -40,6 +40,8 @@ struct IkeSa {
   // From the peer's IKE_SA_INIT (RFC 7427 §4): the hashes it accepts in
   // Digital Signature AUTH; empty when it sent none.
   std::vector<uint16_t> peer_hash_algorithms;
+  // Both ends sent IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383 §2.3).
+  bool fragmentation = false;
 };
 
 absl::string_view AsStringView(const Bytes& b);

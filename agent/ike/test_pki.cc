@@ -38,6 +38,9 @@ EVP_PKEY* NewKey(KeyType type) {
     case KeyType::kRsa2048:
       key = EVP_RSA_gen(2048);
       break;
+    case KeyType::kRsa4096:
+      key = EVP_RSA_gen(4096);
+      break;
   }
   Check(key != nullptr, "key generation");
   return key;

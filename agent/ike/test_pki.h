@@ -16,7 +16,7 @@
 
 namespace strait::ike::testing {
 
-enum class KeyType { kEcdsaP256, kEcdsaP384, kEcdsaP521, kRsa2048 };
+enum class KeyType { kEcdsaP256, kEcdsaP384, kEcdsaP521, kRsa2048, kRsa4096 };
 
 struct IssuedCertificate {
   std::string certificate_pem;
