@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -35,6 +36,8 @@ absl::Status ErrnoStatus(int err, absl::string_view what) {
     case ENOENT:
     case ESRCH:
     case ENODEV:
+    case ENETUNREACH:
+    case EHOSTUNREACH:
       return absl::NotFoundError(message);
     case EPERM:
     case EACCES:
@@ -64,11 +67,21 @@ namespace tun_internal {
 // number and port id by mnl_cb_run. Not thread-safe.
 class Rtnetlink {
  public:
+  static constexpr int kReplyTimeoutSeconds = 5;
+
   static absl::StatusOr<std::unique_ptr<Rtnetlink>> Open() {
     MnlSocketPtr socket(mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC));
     if (socket == nullptr) return ErrnoStatus(errno, "netlink socket");
     if (mnl_socket_bind(socket.get(), 0, MNL_SOCKET_AUTOPID) < 0) {
       return ErrnoStatus(errno, "netlink bind");
+    }
+    // The kernel answers at once; a request that gets no end of answer
+    // (no ack) must fail, not block its caller (the IKE event loop) for
+    // good.
+    const timeval timeout{kReplyTimeoutSeconds, 0};
+    if (setsockopt(mnl_socket_get_fd(socket.get()), SOL_SOCKET, SO_RCVTIMEO, &timeout,
+                   sizeof(timeout)) != 0) {
+      return ErrnoStatus(errno, "netlink receive timeout");
     }
     return std::unique_ptr<Rtnetlink>(new Rtnetlink(std::move(socket)));
   }
@@ -364,8 +377,11 @@ absl::Status PeerRouteTable::AddRoute(const Selector& selector, const Address& p
   absl::MutexLock lock(&mu_);
   Rtnetlink& nl = *netlink_;
   const int family = peer.size() == 4 ? AF_INET : AF_INET6;
-  // How the kernel reaches the peer: its device and gateway.
-  nlmsghdr* get = nl.Start(RTM_GETROUTE, 0, sizeof(rtmsg));
+  // How the kernel reaches the peer: its device and gateway. A route
+  // lookup (not a dump) is answered with one RTM_NEWROUTE and nothing
+  // after it: NLM_F_ACK makes the kernel end the answer with an ack, which
+  // Run() waits for.
+  nlmsghdr* get = nl.Start(RTM_GETROUTE, NLM_F_ACK, sizeof(rtmsg));
   auto* query = static_cast<rtmsg*>(mnl_nlmsg_get_payload(get));
   query->rtm_family = static_cast<uint8_t>(family);
   query->rtm_dst_len = static_cast<uint8_t>(peer.size() * 8);
