@@ -461,4 +461,61 @@ absl::Status PeerRouteTable::DeleteRoute(const Selector& selector) {
   return nl.Run(nlh, "delete route to a remote selector");
 }
 
+absl::StatusOr<int> PeerRouteTable::RemoveAll() {
+  absl::MutexLock lock(&mu_);
+  Rtnetlink& nl = *netlink_;
+  struct Route {
+    uint8_t family;
+    uint8_t dst_len;
+    Address destination;
+  };
+  std::vector<Route> found;
+  for (const uint8_t family : {AF_INET, AF_INET6}) {
+    nlmsghdr* dump = nl.Start(RTM_GETROUTE, NLM_F_DUMP, sizeof(rtmsg));
+    static_cast<rtmsg*>(mnl_nlmsg_get_payload(dump))->rtm_family = family;
+    RETURN_IF_ERROR(nl.Run(dump, "dump routes", [&found](const nlmsghdr* message) {
+      if (message->nlmsg_type != RTM_NEWROUTE) return;
+      const auto* rtm = static_cast<const rtmsg*>(mnl_nlmsg_get_payload(message));
+      if (rtm->rtm_protocol != kStraitRouteProtocol || rtm->rtm_table != RT_TABLE_MAIN) return;
+      Route route{rtm->rtm_family, rtm->rtm_dst_len, {}};
+      mnl_attr_parse(
+          message, sizeof(rtmsg),
+          [](const nlattr* attr, void* data) {
+            auto* out = static_cast<Route*>(data);
+            const size_t size = out->family == AF_INET ? 4 : 16;
+            if (mnl_attr_get_type(attr) == RTA_DST && mnl_attr_get_payload_len(attr) == size) {
+              const auto* bytes = static_cast<const uint8_t*>(mnl_attr_get_payload(attr));
+              out->destination.assign(bytes, bytes + size);
+            }
+            return MNL_CB_OK;
+          },
+          &route);
+      if (route.destination.empty() && route.dst_len != 0) return;
+      found.push_back(std::move(route));
+    }));
+  }
+  int removed = 0;
+  for (const Route& route : found) {
+    nlmsghdr* nlh = nl.Start(RTM_DELROUTE, NLM_F_ACK, sizeof(rtmsg));
+    auto* rtm = static_cast<rtmsg*>(mnl_nlmsg_get_payload(nlh));
+    rtm->rtm_family = route.family;
+    rtm->rtm_dst_len = route.dst_len;
+    rtm->rtm_table = RT_TABLE_MAIN;
+    rtm->rtm_protocol = kStraitRouteProtocol;
+    rtm->rtm_scope = RT_SCOPE_NOWHERE;
+    if (!route.destination.empty()) {
+      RETURN_IF_ERROR(CheckedPut(mnl_attr_put_check(nlh, nl.capacity(), RTA_DST,
+                                                    route.destination.size(),
+                                                    route.destination.data())));
+    }
+    absl::Status deleted = nl.Run(nlh, "delete a left-over route");
+    if (deleted.ok()) {
+      ++removed;
+    } else if (!absl::IsNotFound(deleted)) {
+      return deleted;
+    }
+  }
+  return removed;
+}
+
 }  // namespace strait::dataplane

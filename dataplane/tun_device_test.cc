@@ -224,6 +224,21 @@ TEST(PeerRouteTableTest, RoutesRemoteSelectorsAlongThePathToThePeer) {
   EXPECT_EQ(ns.Shell("ip route show proto 211 | grep -q 10.3.0.0"), 0);
   EXPECT_EQ(routes->DeleteRoute(Sel("10.1.0.0/24", "10.2.0.0/24")).code(),
             absl::StatusCode::kNotFound);
+
+  // What a killed agent left goes, IPv6 too; other routes stay.
+  ASSERT_EQ(ns.Shell("ip -6 addr add fd00:9::1/64 dev u0 nodad && "
+                     "ip -6 route add fd00:2::/64 dev u0 proto 211 && "
+                     "ip route add 10.7.0.0/24 dev u0 proto static"),
+            0);
+  absl::StatusOr<int> removed = routes->RemoveAll();
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 3);  // 10.3.0.0/16, 10.4.0.0/24, fd00:2::/64.
+  EXPECT_EQ(ns.Shell("test -z \"$(ip route show proto 211; ip -6 route show proto 211)\""), 0);
+  EXPECT_EQ(ns.Shell("ip route show | grep -q '^10.7.0.0/24'"), 0);
+  EXPECT_EQ(ns.Shell("ip route show | grep -q '^198.51.100.0/24'"), 0);
+  removed = routes->RemoveAll();
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 0);
 }
 
 }  // namespace
