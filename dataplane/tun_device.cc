@@ -504,9 +504,8 @@ absl::StatusOr<int> PeerRouteTable::RemoveAll() {
     rtm->rtm_protocol = kStraitRouteProtocol;
     rtm->rtm_scope = RT_SCOPE_NOWHERE;
     if (!route.destination.empty()) {
-      RETURN_IF_ERROR(CheckedPut(mnl_attr_put_check(nlh, nl.capacity(), RTA_DST,
-                                                    route.destination.size(),
-                                                    route.destination.data())));
+      RETURN_IF_ERROR(CheckedPut(mnl_attr_put_check(
+          nlh, nl.capacity(), RTA_DST, route.destination.size(), route.destination.data())));
     }
     absl::Status deleted = nl.Run(nlh, "delete a left-over route");
     if (deleted.ok()) {

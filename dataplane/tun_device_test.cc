@@ -172,7 +172,6 @@ TEST(TunDeviceOptionsTest, RejectsBadOptions) {
   EXPECT_EQ(TunDevice::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-
 // Routes for the kernel XFRM dataplane: remote selectors go the way the
 // peer is reached (on-link, or through a gateway), from a local address in
 // the local selector. A regression test too: the route lookup used to wait
