@@ -227,9 +227,13 @@ read -r sent received retransmits mbps < <(jq -r '[.end.sum_sent.bytes, .end.sum
   .end.sum_sent.retransmits, (.end.sum_received.bits_per_second / 1e6 | floor)] | @tsv' "$WORK/iperf.json")
 ((received > 0)) || fail "iperf3 received nothing"
 # Every byte sent arrived (TCP), and the stream never stalled for a whole
-# second: each interval moved data.
+# second: each interval moved data. In a VM (software emulation on a busy
+# host) a starved virtual CPU can stall it for a second now and then:
+# up to 3 such seconds pass there.
 stalled=$(jq '[.intervals[].sum.bytes | select(. == 0)] | length' "$WORK/iperf.json")
-((stalled == 0)) || fail "the TCP stream stalled in $stalled one-second intervals"
+allowed_stalls=0
+[[ -n ${STRAIT_IN_VM:-} ]] && allowed_stalls=3
+((stalled <= allowed_stalls)) || fail "the TCP stream stalled in $stalled one-second intervals"
 stream_counted() {
   bytes_out_a=$(sa_sum a strait_agent_tunnel_esp_bytes_total out)
   ((bytes_out_a >= received))
@@ -301,6 +305,6 @@ PY
 fi
 
 echo "dataplane=$DATAPLANE ping ok; iperf3 ${IPERF_SECONDS}s: sent=$sent received=$received" \
-  "retransmits=$retransmits ${mbps} Mbit/s; rekeys $rekeys_before -> $rekeys_after;" \
+  "retransmits=$retransmits ${mbps} Mbit/s, ${stalled} stalled s; rekeys $rekeys_before -> $rekeys_after;" \
   "CHILD SA $spi_before -> $spi_after; node-a ESP out bytes=$bytes_out_a"
 echo PASS
