@@ -228,12 +228,16 @@ read -r sent received retransmits mbps < <(jq -r '[.end.sum_sent.bytes, .end.sum
 ((received > 0)) || fail "iperf3 received nothing"
 # Every byte sent arrived (TCP), and the stream never stalled for a whole
 # second: each interval moved data. In a VM (software emulation on a busy
-# host) a starved virtual CPU can stall it for a second now and then:
-# up to 3 such seconds pass there.
+# host) starved virtual CPUs stall it for a second now and then, whatever
+# the SAs do: there it must not stall for 3 seconds in a row (a rekey that
+# broke the tunnel would stop it until the next one, 10 s or more).
 stalled=$(jq '[.intervals[].sum.bytes | select(. == 0)] | length' "$WORK/iperf.json")
-allowed_stalls=0
-[[ -n ${STRAIT_IN_VM:-} ]] && allowed_stalls=3
-((stalled <= allowed_stalls)) || fail "the TCP stream stalled in $stalled one-second intervals"
+longest_stall=$(jq '[foreach .intervals[].sum.bytes as $b (0; if $b == 0 then . + 1 else 0 end)] | max // 0' "$WORK/iperf.json")
+if [[ -n ${STRAIT_IN_VM:-} ]]; then
+  ((longest_stall < 3)) || fail "the TCP stream stalled for $longest_stall seconds in a row"
+else
+  ((stalled == 0)) || fail "the TCP stream stalled in $stalled one-second intervals"
+fi
 stream_counted() {
   bytes_out_a=$(sa_sum a strait_agent_tunnel_esp_bytes_total out)
   ((bytes_out_a >= received))
