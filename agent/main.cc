@@ -247,6 +247,14 @@ int main(int argc, char** argv) {
         return kExitFailure;
       }
       peer_routes = *std::move(routes);
+      // Routes an earlier run left (it was killed): their policies are gone
+      // (cleaned up above), so they would carry traffic unprotected.
+      if (absl::StatusOr<int> removed = peer_routes->RemoveAll(); !removed.ok()) {
+        LOG_WARNING("cannot remove earlier routes to remote selectors")
+            .With("error", removed.status().ToString());
+      } else if (*removed > 0) {
+        LOG_INFO("removed routes an earlier run left").With("count", *removed);
+      }
     }
     counted_dataplane = std::make_unique<strait::agent::InstrumentedDataplane>(
         *dataplane_setup.dataplane, *registry, peer_routes.get());

@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -35,6 +36,8 @@ absl::Status ErrnoStatus(int err, absl::string_view what) {
     case ENOENT:
     case ESRCH:
     case ENODEV:
+    case ENETUNREACH:
+    case EHOSTUNREACH:
       return absl::NotFoundError(message);
     case EPERM:
     case EACCES:
@@ -64,11 +67,21 @@ namespace tun_internal {
 // number and port id by mnl_cb_run. Not thread-safe.
 class Rtnetlink {
  public:
+  static constexpr int kReplyTimeoutSeconds = 5;
+
   static absl::StatusOr<std::unique_ptr<Rtnetlink>> Open() {
     MnlSocketPtr socket(mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC));
     if (socket == nullptr) return ErrnoStatus(errno, "netlink socket");
     if (mnl_socket_bind(socket.get(), 0, MNL_SOCKET_AUTOPID) < 0) {
       return ErrnoStatus(errno, "netlink bind");
+    }
+    // The kernel answers at once; a request that gets no end of answer
+    // (no ack) must fail, not block its caller (the IKE event loop) for
+    // good.
+    const timeval timeout{kReplyTimeoutSeconds, 0};
+    if (setsockopt(mnl_socket_get_fd(socket.get()), SOL_SOCKET, SO_RCVTIMEO, &timeout,
+                   sizeof(timeout)) != 0) {
+      return ErrnoStatus(errno, "netlink receive timeout");
     }
     return std::unique_ptr<Rtnetlink>(new Rtnetlink(std::move(socket)));
   }
@@ -364,8 +377,11 @@ absl::Status PeerRouteTable::AddRoute(const Selector& selector, const Address& p
   absl::MutexLock lock(&mu_);
   Rtnetlink& nl = *netlink_;
   const int family = peer.size() == 4 ? AF_INET : AF_INET6;
-  // How the kernel reaches the peer: its device and gateway.
-  nlmsghdr* get = nl.Start(RTM_GETROUTE, 0, sizeof(rtmsg));
+  // How the kernel reaches the peer: its device and gateway. A route
+  // lookup (not a dump) is answered with one RTM_NEWROUTE and nothing
+  // after it: NLM_F_ACK makes the kernel end the answer with an ack, which
+  // Run() waits for.
+  nlmsghdr* get = nl.Start(RTM_GETROUTE, NLM_F_ACK, sizeof(rtmsg));
   auto* query = static_cast<rtmsg*>(mnl_nlmsg_get_payload(get));
   query->rtm_family = static_cast<uint8_t>(family);
   query->rtm_dst_len = static_cast<uint8_t>(peer.size() * 8);
@@ -443,6 +459,62 @@ absl::Status PeerRouteTable::DeleteRoute(const Selector& selector) {
         mnl_attr_put_check(nlh, nl.capacity(), RTA_DST, destination.size(), destination.data())));
   }
   return nl.Run(nlh, "delete route to a remote selector");
+}
+
+absl::StatusOr<int> PeerRouteTable::RemoveAll() {
+  absl::MutexLock lock(&mu_);
+  Rtnetlink& nl = *netlink_;
+  struct Route {
+    uint8_t family;
+    uint8_t dst_len;
+    Address destination;
+  };
+  std::vector<Route> found;
+  for (const uint8_t family : {AF_INET, AF_INET6}) {
+    nlmsghdr* dump = nl.Start(RTM_GETROUTE, NLM_F_DUMP, sizeof(rtmsg));
+    static_cast<rtmsg*>(mnl_nlmsg_get_payload(dump))->rtm_family = family;
+    RETURN_IF_ERROR(nl.Run(dump, "dump routes", [&found](const nlmsghdr* message) {
+      if (message->nlmsg_type != RTM_NEWROUTE) return;
+      const auto* rtm = static_cast<const rtmsg*>(mnl_nlmsg_get_payload(message));
+      if (rtm->rtm_protocol != kStraitRouteProtocol || rtm->rtm_table != RT_TABLE_MAIN) return;
+      Route route{rtm->rtm_family, rtm->rtm_dst_len, {}};
+      mnl_attr_parse(
+          message, sizeof(rtmsg),
+          [](const nlattr* attr, void* data) {
+            auto* out = static_cast<Route*>(data);
+            const size_t size = out->family == AF_INET ? 4 : 16;
+            if (mnl_attr_get_type(attr) == RTA_DST && mnl_attr_get_payload_len(attr) == size) {
+              const auto* bytes = static_cast<const uint8_t*>(mnl_attr_get_payload(attr));
+              out->destination.assign(bytes, bytes + size);
+            }
+            return MNL_CB_OK;
+          },
+          &route);
+      if (route.destination.empty() && route.dst_len != 0) return;
+      found.push_back(std::move(route));
+    }));
+  }
+  int removed = 0;
+  for (const Route& route : found) {
+    nlmsghdr* nlh = nl.Start(RTM_DELROUTE, NLM_F_ACK, sizeof(rtmsg));
+    auto* rtm = static_cast<rtmsg*>(mnl_nlmsg_get_payload(nlh));
+    rtm->rtm_family = route.family;
+    rtm->rtm_dst_len = route.dst_len;
+    rtm->rtm_table = RT_TABLE_MAIN;
+    rtm->rtm_protocol = kStraitRouteProtocol;
+    rtm->rtm_scope = RT_SCOPE_NOWHERE;
+    if (!route.destination.empty()) {
+      RETURN_IF_ERROR(CheckedPut(mnl_attr_put_check(
+          nlh, nl.capacity(), RTA_DST, route.destination.size(), route.destination.data())));
+    }
+    absl::Status deleted = nl.Run(nlh, "delete a left-over route");
+    if (deleted.ok()) {
+      ++removed;
+    } else if (!absl::IsNotFound(deleted)) {
+      return deleted;
+    }
+  }
+  return removed;
 }
 
 }  // namespace strait::dataplane

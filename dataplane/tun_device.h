@@ -104,6 +104,11 @@ class PeerRouteTable {
   // a route to the same prefix).
   absl::Status AddRoute(const Selector& selector, const Address& peer);
   absl::Status DeleteRoute(const Selector& selector);
+  // Removes every route of protocol kStraitRouteProtocol in the main table
+  // (IPv4 and IPv6), e.g. what an agent that was killed left: without its
+  // policies, such a route would send a remote selector's traffic to the
+  // peer unprotected. Returns how many were removed.
+  absl::StatusOr<int> RemoveAll();
 
  private:
   PeerRouteTable();

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <memory>
 
 #include "dataplane/ip_packet.h"
 #include "dataplane/testing/netns.h"
@@ -169,6 +170,74 @@ TEST(TunDeviceOptionsTest, RejectsBadOptions) {
   options = TunOptions();
   options.mtu = 100;
   EXPECT_EQ(TunDevice::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Routes for the kernel XFRM dataplane: remote selectors go the way the
+// peer is reached (on-link, or through a gateway), from a local address in
+// the local selector. A regression test too: the route lookup used to wait
+// for an answer's end that the kernel never sends, hanging the agent's IKE
+// loop.
+TEST(PeerRouteTableTest, RoutesRemoteSelectorsAlongThePathToThePeer) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  Netns ns;
+  if (!ns.valid()) GTEST_SKIP() << "cannot create a network namespace here";
+  if (ns.Shell("ip -V >/dev/null 2>&1") != 0) GTEST_SKIP() << "needs iproute2";
+  ASSERT_EQ(ns.Shell("ip link set lo up && ip link add u0 type veth peer name u1 && "
+                     "ip link add l0 type veth peer name l1 && "
+                     "ip addr add 198.51.100.1/24 dev u0 && ip addr add 10.1.0.1/24 dev l0 && "
+                     "ip link set u0 up && ip link set u1 up && ip link set l0 up && "
+                     "ip link set l1 up && ip route add 203.0.113.0/24 via 198.51.100.254"),
+            0);
+  std::unique_ptr<PeerRouteTable> routes;
+  ns.Run([&] {
+    auto created = PeerRouteTable::Create();
+    ASSERT_TRUE(created.ok()) << created.status();
+    routes = std::move(*created);
+  });
+  ASSERT_NE(routes, nullptr);
+
+  // The peer is on the underlay's link: the remote selector is too.
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(routes->AddRoute(Sel("10.1.0.0/24", "10.2.0.0/24"), Ip("198.51.100.2")).ok());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  EXPECT_EQ(ns.Shell("ip route show proto 211 | grep -q '^10.2.0.0/24 dev u0 scope link src "
+                     "10.1.0.1'"),
+            0);
+  // Again: replaced, no error.
+  ASSERT_TRUE(routes->AddRoute(Sel("10.1.0.0/24", "10.2.0.0/24"), Ip("198.51.100.2")).ok());
+  // The peer is behind a gateway: so is the remote selector.
+  ASSERT_TRUE(routes->AddRoute(Sel("10.1.0.0/24", "10.3.0.0/16"), Ip("203.0.113.9")).ok());
+  EXPECT_EQ(ns.Shell("ip route show proto 211 | grep -q '^10.3.0.0/16 via 198.51.100.254 dev u0 "
+                     "src 10.1.0.1'"),
+            0);
+  // No local address in the local selector: no preferred source.
+  ASSERT_TRUE(routes->AddRoute(Sel("10.9.0.0/24", "10.4.0.0/24"), Ip("198.51.100.2")).ok());
+  EXPECT_EQ(ns.Shell("ip route show proto 211 | grep '^10.4.0.0/24' | grep -vq src"), 0);
+  // No route to the peer at all.
+  EXPECT_EQ(routes->AddRoute(Sel("10.1.0.0/24", "10.5.0.0/24"), Ip("192.0.2.1")).code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_FALSE(routes->AddRoute(Sel("10.1.0.0/24", "10.5.0.0/24"), Ip("::1")).ok());
+
+  ASSERT_TRUE(routes->DeleteRoute(Sel("10.1.0.0/24", "10.2.0.0/24")).ok());
+  EXPECT_NE(ns.Shell("ip route show proto 211 | grep -q 10.2.0.0"), 0);
+  EXPECT_EQ(ns.Shell("ip route show proto 211 | grep -q 10.3.0.0"), 0);
+  EXPECT_EQ(routes->DeleteRoute(Sel("10.1.0.0/24", "10.2.0.0/24")).code(),
+            absl::StatusCode::kNotFound);
+
+  // What a killed agent left goes, IPv6 too; other routes stay.
+  ASSERT_EQ(ns.Shell("ip -6 addr add fd00:9::1/64 dev u0 nodad && "
+                     "ip -6 route add fd00:2::/64 dev u0 proto 211 && "
+                     "ip route add 10.7.0.0/24 dev u0 proto static"),
+            0);
+  absl::StatusOr<int> removed = routes->RemoveAll();
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 3);  // 10.3.0.0/16, 10.4.0.0/24, fd00:2::/64.
+  EXPECT_EQ(ns.Shell("test -z \"$(ip route show proto 211; ip -6 route show proto 211)\""), 0);
+  EXPECT_EQ(ns.Shell("ip route show | grep -q '^10.7.0.0/24'"), 0);
+  EXPECT_EQ(ns.Shell("ip route show | grep -q '^198.51.100.0/24'"), 0);
+  removed = routes->RemoveAll();
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 0);
 }
 
 }  // namespace

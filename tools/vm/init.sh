@@ -85,6 +85,9 @@ if [ -n "$modules" ]; then
   modprobe -a $modules || fail "modprobe -a $modules failed"
 fi
 ip link set lo up
+# veth hands packets to the receiving CPU's backlog (1000 by default); an
+# emulated CPU on a busy host falls behind TCP's bursts and drops them.
+echo 10000 >/proc/sys/net/core/netdev_max_backlog
 
 cat /proc/uptime >$out/uptime_start
 chroot $host /bin/bash /dev/fd/3 3<$out/run.sh >>$out/output 2>&1 </dev/null

@@ -30,7 +30,9 @@
 #   - The VM has its own /proc, /sys, /dev (with /dev/pts, /dev/shm) and a
 #     tmpfs /run. Unix sockets cannot be made on 9p: put sockets and
 #     daemons' runtime files under /run (ip netns, charon's vici socket, a
-#     controller's socket, ...). /tmp is the host's.
+#     controller's socket, ...). /tmp is the host's. Files cannot be used
+#     after being unlinked on 9p either (iperf3 does that in TMPDIR): point
+#     TMPDIR at /run for such programs.
 #   - COMMAND runs from the caller's working directory with the caller's
 #     exported environment, plus STRAIT_IN_VM=1 and STRAIT_VM_KERNEL_ROOT
 #     (the kernel package's files: `modprobe -d "$STRAIT_VM_KERNEL_ROOT" M`
