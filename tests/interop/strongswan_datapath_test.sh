@@ -17,8 +17,8 @@
 # charon initiating (swanctl --initiate, the agent's tunnel startAction:
 # add); and, for AES-GCM in both roles, charon deleting the CHILD SA and
 # creating a new one in the same IKE SA before the traffic, and charon
-# rekeying the IKE SA (which Strait answers with NO_ADDITIONAL_SAS, so that
-# charon reauthenticates) before the traffic. Each case starts
+# rekeying the IKE SA (Strait answers it, the CHILD SA moves to the new IKE
+# SA) before the traffic. Each case starts
 # a fresh charon and a fresh agent, waits for the CHILD SA on both sides,
 # then:
 #   - pings LAN to LAN both ways (small and 1300 bytes),
@@ -409,31 +409,48 @@ recreate_child() {
   wait_installed
 }
 
-# charon rekeys the IKE SA. Strait does not rekey IKE SAs (it answers
-# NO_ADDITIONAL_SAS), so charon reauthenticates instead: it deletes the IKE
-# SA and makes a new one, while Strait, when it initiates the tunnel,
-# connects again too. Both ends must settle on one IKE SA with one CHILD SA.
+# charon rekeys the IKE SA (RFC 7296 §1.3.2): Strait answers the
+# CREATE_CHILD_SA, and both ends move to the new IKE SA with the CHILD SA
+# untouched. Passes when charon logs the rekey, swanctl lists one IKE SA
+# with the new SPIs and the same CHILD SA, and the agent reports the same
+# new SPIs and one answered IKE rekey. The traffic that follows goes
+# through the same CHILD SA, now under the new IKE SA.
 rekey_ike() {
-  local _ settled=
+  local _ settled= child_before child_after new_spis
+  swanctl --list-sas >"$WORK/list-sas.out" 2>&1
+  child_before=$(awk '$1 == "in" || $1 == "out" { print $1, $2 }' "$WORK/list-sas.out" | tr -d ,)
   swanctl --rekey --ike strait >"$WORK/rekey.out" 2>&1 ||
     { echo "  swanctl --rekey --ike failed:"; tail -n 5 "$WORK/rekey.out"; return 1; }
   for _ in $(seq 100); do
     sleep 0.2
-    grep -q "reauthenticating IKE_SA" "$WORK/charon.log" || continue
+    grep -q "rekeyed between" "$WORK/charon.log" || continue
     swanctl --list-sas >"$WORK/list-sas.out" 2>&1 || continue
     metrics >"$WORK/metrics.txt" || continue
+    # "strait: #2, ESTABLISHED, IKEv2, <spi_i>_i* <spi_r>_r": the new SA.
+    new_spis=$(awk '/, ESTABLISHED, IKEv2, / { print $5, $6 }' "$WORK/list-sas.out" |
+      tr -d '*' | sed 's/_i / /; s/_r$//')
     if (($(grep -c ", ESTABLISHED, IKEv2" "$WORK/list-sas.out") == 1 &&
       $(grep -c ", INSTALLED, " "$WORK/list-sas.out") == 1 &&
       $(metric_sum "$WORK/metrics.txt" strait_agent_ike_sas state=established) == 1 &&
-      $(metric_sum "$WORK/metrics.txt" strait_agent_child_sas) == 1)); then
+      $(metric_sum "$WORK/metrics.txt" strait_agent_child_sas) == 1 &&
+      $(metric_sum "$WORK/metrics.txt" strait_agent_ike_rekeys_total kind=ike role=responder \
+        result=success) == 1)) &&
+      grep -q "IKE SA rekeyed\".* spi_i=${new_spis% *} spi_r=${new_spis#* } " "$WORK/agent.log"; then
       settled=1
       break
     fi
   done
   [[ -n $settled ]] || {
-    echo "  after charon's reauthentication the ends did not settle on one IKE SA and one CHILD SA:"
-    sed 's/^/  | /' "$WORK/list-sas.out"; return 1; }
-  # Traffic goes on; what went before the reauthentication is not counted.
+    echo "  after charon's IKE SA rekey the ends did not settle on one new IKE SA (SPIs ${new_spis:-?}) with the CHILD SA:"
+    sed 's/^/  | /' "$WORK/list-sas.out"; grep "IKE SA rekeyed" "$WORK/agent.log" | sed 's/^/  | /'
+    return 1; }
+  grep "rekeyed between" "$WORK/charon.log" | tail -n 1 | sed 's/^/  charon: /'
+  echo "  new IKE SA: ${new_spis/ /_i }_r"
+  child_after=$(awk '$1 == "in" || $1 == "out" { print $1, $2 }' "$WORK/list-sas.out" | tr -d ,)
+  [[ $child_after == "$child_before" ]] || {
+    echo "  the CHILD SA changed with the IKE SA rekey: before [$child_before], after [$child_after]"
+    return 1; }
+  # Traffic goes on; what went before the rekey is not counted.
   sleep 2.5
 }
 
@@ -497,7 +514,7 @@ done
 C_IKE=aes128gcm16-prfsha256-x25519 C_ESP=aes128gcm16
 for role in initiator responder; do
   run_case "$role" "ESP $C_ESP, CHILD SA deleted and re-created by charon" recreate
-  run_case "$role" "ESP $C_ESP, IKE SA rekeyed by charon (reauthentication)" ike-rekey
+  run_case "$role" "ESP $C_ESP, IKE SA rekeyed by charon" ike-rekey
 done
 
 echo
