@@ -32,8 +32,7 @@ CookieGeneratorPtr CreateCookieGenerator(Clock& clock, RandomSource& random,
   return std::make_unique<CookieGeneratorImpl>(clock, random, options);
 }
 
-CookieGeneratorImpl::CookieGeneratorImpl(Clock& clock, RandomSource& random,
-                                         CookieOptions options)
+CookieGeneratorImpl::CookieGeneratorImpl(Clock& clock, RandomSource& random, CookieOptions options)
     : clock_(clock), random_(random), options_(options) {
   // A random first version: cookies of an earlier run of ours never match
   // a version by chance after a restart (they would fail the hash anyway).
@@ -85,15 +84,15 @@ std::array<uint8_t, 32> CookieGeneratorImpl::Digest(const Key& key, absl::Span<c
   unsigned int len = 0;
   // Failing SHA-256 is a broken OpenSSL, not a peer's doing.
   const bool ok = ctx != nullptr && EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) == 1 &&
-        EVP_DigestUpdate(ctx.get(), version, sizeof(version)) == 1 &&
-        EVP_DigestUpdate(ctx.get(), ni_len, sizeof(ni_len)) == 1 &&
-        EVP_DigestUpdate(ctx.get(), ni.data(), ni.size()) == 1 &&
-        EVP_DigestUpdate(ctx.get(), ip_len, sizeof(ip_len)) == 1 &&
-        EVP_DigestUpdate(ctx.get(), from.address.data(), from.address.size()) == 1 &&
-        EVP_DigestUpdate(ctx.get(), port, sizeof(port)) == 1 &&
-        EVP_DigestUpdate(ctx.get(), spi, sizeof(spi)) == 1 &&
-        EVP_DigestUpdate(ctx.get(), key.secret.data(), key.secret.size()) == 1 &&
-        EVP_DigestFinal_ex(ctx.get(), out.data(), &len) == 1 && len == out.size();
+                  EVP_DigestUpdate(ctx.get(), version, sizeof(version)) == 1 &&
+                  EVP_DigestUpdate(ctx.get(), ni_len, sizeof(ni_len)) == 1 &&
+                  EVP_DigestUpdate(ctx.get(), ni.data(), ni.size()) == 1 &&
+                  EVP_DigestUpdate(ctx.get(), ip_len, sizeof(ip_len)) == 1 &&
+                  EVP_DigestUpdate(ctx.get(), from.address.data(), from.address.size()) == 1 &&
+                  EVP_DigestUpdate(ctx.get(), port, sizeof(port)) == 1 &&
+                  EVP_DigestUpdate(ctx.get(), spi, sizeof(spi)) == 1 &&
+                  EVP_DigestUpdate(ctx.get(), key.secret.data(), key.secret.size()) == 1 &&
+                  EVP_DigestFinal_ex(ctx.get(), out.data(), &len) == 1 && len == out.size();
   if (!ok) std::abort();
   return out;
 }
