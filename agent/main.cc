@@ -78,6 +78,17 @@ ABSL_FLAG(std::string, ike_certificate, "",
 ABSL_FLAG(std::string, ike_private_key, "",
           "The private key of --ike-certificate (PEM, mode 0600: the agent refuses a key file "
           "that group or others can read).");
+ABSL_FLAG(int, ike_cookie_threshold, 30,
+          "Half-open IKE SAs (responders between IKE_SA_INIT and IKE_AUTH, all tunnels) from "
+          "which on a new IKE_SA_INIT must carry a COOKIE (RFC 7296 2.6): without one it gets a "
+          "stateless N(COOKIE) answer. A tunnel whose half-open slots are all taken requires "
+          "cookies too. 0: always.");
+ABSL_FLAG(int, ike_half_open_per_source, 5,
+          "Half-open IKE SAs one source address may have; further IKE_SA_INIT requests from it "
+          "are dropped (strait_agent_ike_dropped_total{reason=\"source_limit\"}).");
+ABSL_FLAG(int, ike_max_half_open, 1000,
+          "Half-open IKE SAs in all; further IKE_SA_INIT requests are dropped "
+          "(strait_agent_ike_dropped_total{reason=\"half_open_limit\"}).");
 ABSL_FLAG(std::string, log_level, "info", "Least severe log level: debug, info, warning, error.");
 
 namespace {
@@ -260,6 +271,12 @@ int main(int argc, char** argv) {
         dataplane_setup.kind == strait::agent::DataplaneKind::kXfrm;
     ike_options.certificates.certificate_file = absl::GetFlag(FLAGS_ike_certificate);
     ike_options.certificates.private_key_file = absl::GetFlag(FLAGS_ike_private_key);
+    ike_options.admission.cookie_threshold =
+        static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_ike_cookie_threshold)));
+    ike_options.admission.per_source_limit =
+        static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_ike_half_open_per_source)));
+    ike_options.admission.max_half_open =
+        static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_ike_max_half_open)));
     absl::StatusOr<std::unique_ptr<strait::agent::IkeRunner>> runner =
         strait::agent::IkeRunner::Create(node, applier, *counted_dataplane,
                                          strait::RealClock::Get(), ike_metrics, ike_options);
