@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# IKE_SA_INIT flood (acceptance test for responder cookies and half-open
+# limits). In a network namespace of its own: a strait-agent answers for a
+# tunnel 127.0.0.1 <-> 127.0.0.2; ike_flood sends spoofed IKE_SA_INIT
+# requests (half claiming to be the real peer 127.0.0.2, half from random
+# 127/8 addresses) for FLOOD_SECONDS; meanwhile strait-ike, the real peer,
+# connects. Passes when the real peer's SA is established within
+# BOUND_SECONDS, the agent sent cookies, its half-open IKE SAs stayed within
+# the tunnel's bound, and it is still running. Prints the flood rate and the
+# real handshake's latency without and with the flood. Needs root.
+set -euo pipefail
+RUNFILES=${TEST_SRCDIR:-$PWD/..}/strait
+AGENT=$RUNFILES/agent/strait-agent
+STRAIT_IKE=$RUNFILES/agent/ike/strait-ike
+FLOOD=$RUNFILES/tests/flood/ike_flood
+# The flood stops when the real handshake is done, else after FLOOD_SECONDS.
+FLOOD_SECONDS=${FLOOD_SECONDS:-30}
+FLOOD_MAX_RATE=${FLOOD_MAX_RATE:-20000}
+BOUND_SECONDS=${BOUND_SECONDS:-20}
+MAX_HALF_OPEN=4  # The runner's half-open slots per tunnel.
+
+WORK=$(mktemp -d /tmp/sflood.XXXXXX)
+NS=sflood$$
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  ip netns del "$NS" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*" >&2
+  for f in "$WORK"/*.log "$WORK"/*.json; do
+    [[ -f $f ]] || continue
+    echo "---- $f (last 30 lines)" >&2
+    tail -n 30 "$f" >&2
+  done
+  exit 1
+}
+in_ns() { ip netns exec "$NS" "$@"; }
+
+ip netns add "$NS"
+in_ns ip link set lo up
+
+PSK="flood test key, not a secret 0123456789"
+printf '%s' "$PSK" >"$WORK/psk"
+chmod 0600 "$WORK/psk"
+cat >"$WORK/tunnels.yaml" <<YAML
+kind: Tunnel
+metadata:
+  name: gw-peer
+spec:
+  node: gw
+  local:
+    address: 127.0.0.1
+    trafficSelectors: [10.1.0.0/24]
+  remote:
+    address: 127.0.0.2
+    trafficSelectors: [10.2.0.0/24]
+  auth:
+    psk: "$PSK"
+  ike:
+    proposals: [aes256gcm16-prfsha384-ecp384]
+  esp:
+    proposals: [aes256gcm16]
+  startAction: add
+YAML
+chmod 0600 "$WORK/tunnels.yaml"
+
+ip netns exec "$NS" "$AGENT" --node-name gw --intent-file "$WORK/tunnels.yaml" --state-dir "$WORK/agent" \
+  --enable-ike --dataplane memory --metrics-listen 127.0.0.1:9444 --status-interval 1s \
+  >"$WORK/agent.log" 2>&1 &
+AGENT_PID=$!
+PIDS+=("$AGENT_PID")
+
+metrics() { in_ns curl -fsS http://127.0.0.1:9444/metrics 2>/dev/null; }
+# metric NAME [LABEL="VALUE" ...]: the sum of the samples with all the labels.
+metric() {
+  metrics | awk -v name="$1" -v want="${*:2}" '
+    BEGIN { n = split(want, w, " ") }
+    $1 ~ "^" name "(\\{|$)" {
+      ok = 1
+      for (i = 1; i <= n; i++) if (index($1, w[i]) == 0) ok = 0
+      if (ok) s += $2
+    }
+    END { printf "%d\n", s }'
+}
+for _ in $(seq 100); do
+  metrics >/dev/null && break
+  sleep 0.1
+done
+metrics >/dev/null || fail "the agent's metrics endpoint did not come up"
+for _ in $(seq 100); do
+  grep -q '"AWAITING_PEER"\|AWAITING_PEER' "$WORK/agent.log" && break
+  sleep 0.1
+done
+
+# connect NAME: strait-ike as the real peer; prints the seconds it took.
+connect() {
+  local start end
+  start=$(date +%s.%N)
+  in_ns "$STRAIT_IKE" --local 127.0.0.2 --remote 127.0.0.1 --psk-file "$WORK/psk" \
+    --local-ts 10.2.0.0/24 --remote-ts 10.1.0.0/24 --initiate --timeout "${BOUND_SECONDS}s" \
+    --ike-proposals aes256gcm16-prfsha384-ecp384 --esp-proposals aes256gcm16 \
+    >"$WORK/$1.json" 2>"$WORK/$1.log" || fail "$1: strait-ike did not establish"
+  end=$(date +%s.%N)
+  grep -q 'ESTABLISHED' "$WORK/$1.json" || fail "$1: not established: $(cat "$WORK/$1.json")"
+  awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f\n", e - s }'
+}
+
+baseline=$(connect baseline)
+
+# Half-open SAs, sampled while the flood runs.
+(
+  while true; do
+    metric strait_agent_ike_half_open_sas >>"$WORK/half_open.samples" || true
+    sleep 0.1
+  done
+) &
+SAMPLER_PID=$!
+PIDS+=("$SAMPLER_PID")
+
+ip netns exec "$NS" "$FLOOD" --target 127.0.0.1 --port 500 --peer 127.0.0.2 --peer_share 0.5 \
+  --spoof_net 127.0.0.0/8 --duration "${FLOOD_SECONDS}s" --max_rate "$FLOOD_MAX_RATE" \
+  --count 2000000 >"$WORK/flood.json" 2>"$WORK/flood.log" &
+FLOOD_PID=$!
+PIDS+=("$FLOOD_PID")
+sleep 2  # Let the flood fill the half-open slots first.
+kill -0 "$FLOOD_PID" 2>/dev/null || fail "ike_flood ended early"
+under_flood=$(connect under_flood)
+kill -0 "$FLOOD_PID" 2>/dev/null || fail "the flood ended before the real handshake did"
+kill -TERM "$FLOOD_PID"
+wait "$FLOOD_PID" || fail "ike_flood failed"
+kill "$SAMPLER_PID" 2>/dev/null || true
+
+kill -0 "$AGENT_PID" 2>/dev/null || fail "the agent died"
+cookies=$(metric strait_agent_ike_cookies_sent_total)
+rejected=$(metric strait_agent_ike_cookies_rejected_total)
+no_tunnel=$(metric strait_agent_ike_dropped_total 'reason="no_tunnel"')
+source_limit=$(metric strait_agent_ike_dropped_total 'reason="source_limit"')
+init_in=$(metric strait_agent_ike_messages_total 'exchange="IKE_SA_INIT"' 'direction="in"')
+responder_ok=$(metric strait_agent_ike_handshakes_total 'role="responder"' 'result="success"')
+max_half_open=$(sort -n "$WORK/half_open.samples" | tail -1)
+samples=$(wc -l <"$WORK/half_open.samples")
+
+echo "flood:                $(cat "$WORK/flood.json")"
+echo "handshake, no flood:  ${baseline} s"
+echo "handshake, flood:     ${under_flood} s"
+echo "agent: IKE_SA_INIT in ${init_in}, cookies sent ${cookies}, cookies rejected ${rejected}," \
+  "dropped no_tunnel ${no_tunnel}, source_limit ${source_limit}, responder successes" \
+  "${responder_ok}, half-open max ${max_half_open} (${samples} samples)"
+
+((cookies > 0)) || fail "no cookies sent under the flood"
+((no_tunnel > 0)) || fail "no spoofed request from other addresses was counted"
+((responder_ok == 2)) || fail "want 2 responder handshakes, got ${responder_ok}"
+((samples > 3)) || fail "too few half-open samples (${samples})"
+((max_half_open <= MAX_HALF_OPEN)) ||
+  fail "half-open IKE SAs reached ${max_half_open} (bound ${MAX_HALF_OPEN})"
+awk -v t="$under_flood" -v b="$BOUND_SECONDS" 'BEGIN { exit !(t < b) }' ||
+  fail "the real handshake took ${under_flood} s under the flood"
+echo PASS
