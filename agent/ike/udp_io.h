@@ -32,6 +32,7 @@ struct UdpIoCounters {
   uint64_t send_errors = 0;      // sendto failed; the engine retransmits.
   uint64_t foreign_dropped = 0;  // From an address family we do not speak.
   uint64_t esp_dropped = 0;      // ESP-in-UDP (or a runt) on the NAT-T port.
+  uint64_t filtered = 0;         // Kept from the engine by the filter.
 };
 
 class UdpIo {
@@ -64,12 +65,22 @@ class UdpIo {
 
   const UdpIoCounters& counters() const { return counters_; }
 
+  // Sees every IKE message (non-ESP marker stripped) before the engine and
+  // returns false to keep it from the engine; a non-empty `*reply` goes
+  // back to the sender through the socket the message came on (responder
+  // cookies, cookie.h).
+  using Filter =
+      std::function<bool(absl::Span<const uint8_t> datagram, const Endpoint& from, Bytes* reply)>;
+  void SetFilter(Filter filter) { filter_ = std::move(filter); }
+
  private:
   UdpIo(int fd, int nat_t_fd, int family, uint16_t port, uint16_t nat_t_port)
       : fd_(fd), nat_t_fd_(nat_t_fd), family_(family), port_(port), nat_t_port_(nat_t_port) {}
-  // Reads every datagram queued on `fd` without blocking and hands each to
-  // the engine; `nat_t` strips (and requires) the non-ESP marker.
+  // Reads the datagrams queued on `fd` (a bounded number, so that a flood
+  // does not starve the timers) without blocking and hands each to the
+  // engine; `nat_t` strips (and requires) the non-ESP marker.
   void Drain(Engine& engine, int fd, bool nat_t);
+  void SendTo(int fd, bool nat_t, const Bytes& data, const Endpoint& to);
 
   int fd_;
   int nat_t_fd_;  // -1 without NAT-T.
@@ -77,6 +88,7 @@ class UdpIo {
   uint16_t port_;
   uint16_t nat_t_port_;
   UdpIoCounters counters_;
+  Filter filter_;
 };
 using UdpIoPtr = std::unique_ptr<UdpIo>;
 

@@ -96,11 +96,12 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-# connect NAME: strait-ike as the real peer; prints the seconds it took.
+# connect NAME [RESPONDER]: strait-ike as the real peer (127.0.0.2) to the
+# agent (127.0.0.1) or RESPONDER; prints the seconds it took.
 connect() {
   local start end
   start=$(date +%s.%N)
-  in_ns "$STRAIT_IKE" --local 127.0.0.2 --remote 127.0.0.1 --psk-file "$WORK/psk" \
+  in_ns "$STRAIT_IKE" --local 127.0.0.2 --remote "${2:-127.0.0.1}" --psk-file "$WORK/psk" \
     --local-ts 10.2.0.0/24 --remote-ts 10.1.0.0/24 --initiate --timeout "${BOUND_SECONDS}s" \
     --ike-proposals aes256gcm16-prfsha384-ecp384 --esp-proposals aes256gcm16 \
     >"$WORK/$1.json" 2>"$WORK/$1.log" || fail "$1: strait-ike did not establish"
@@ -159,4 +160,58 @@ echo "agent: IKE_SA_INIT in ${init_in}, cookies sent ${cookies}, cookies rejecte
   fail "half-open IKE SAs reached ${max_half_open} (bound ${MAX_HALF_OPEN})"
 awk -v t="$under_flood" -v b="$BOUND_SECONDS" 'BEGIN { exit !(t < b) }' ||
   fail "the real handshake took ${under_flood} s under the flood"
+
+# strait-ike as responder: its own I/O loop and one engine, so one spoofed
+# IKE_SA_INIT that claims to be the peer takes its only responder slot
+# (shown first, without cookies); with --require-cookie it cannot. A lower
+# rate than above: strait-ike is a debugging tool, and on this shared
+# machine its two ends and the flooder share the CPU.
+FLOOD_IKE_MAX_RATE=${FLOOD_IKE_MAX_RATE:-5000}
+ike_responder() {  # ike_responder NAME [FLAG]
+  ip netns exec "$NS" "$STRAIT_IKE" --local 127.0.0.3 --remote 127.0.0.2 --psk-file "$WORK/psk" \
+    --local-ts 10.1.0.0/24 --remote-ts 10.2.0.0/24 --timeout "$((BOUND_SECONDS + 15))s" \
+    --ike-proposals aes256gcm16-prfsha384-ecp384 --esp-proposals aes256gcm16 ${2:+"$2"} \
+    --log-level info >"$WORK/$1.json" 2>"$WORK/$1.log" &
+  RESPONDER_PID=$!
+  PIDS+=("$RESPONDER_PID")
+  sleep 0.3
+}
+start_ike_flood() {  # start_ike_flood NAME
+  ip netns exec "$NS" "$FLOOD" --target 127.0.0.3 --port 500 --peer 127.0.0.2 --peer_share 0.5 \
+    --spoof_net 127.0.0.0/8 --duration "${FLOOD_SECONDS}s" --max_rate "$FLOOD_IKE_MAX_RATE" \
+    --count 2000000 >"$WORK/$1.json" 2>"$WORK/$1.log" &
+  FLOOD_PID=$!
+  PIDS+=("$FLOOD_PID")
+  sleep 2
+}
+ike_responder ike-responder-baseline --require-cookie
+ike_baseline=$(connect ike-initiator-baseline 127.0.0.3)
+wait "$RESPONDER_PID" || fail "strait-ike responder (no flood) did not establish"
+
+# Without cookies the flood takes the slot: the real peer fails.
+ike_responder ike-responder-nocookie
+start_ike_flood flood-ike-nocookie
+if in_ns "$STRAIT_IKE" --local 127.0.0.2 --remote 127.0.0.3 --psk-file "$WORK/psk" \
+  --local-ts 10.2.0.0/24 --remote-ts 10.1.0.0/24 --initiate --timeout 5s \
+  --ike-proposals aes256gcm16-prfsha384-ecp384 --esp-proposals aes256gcm16 \
+  >"$WORK/ike-initiator-nocookie.json" 2>&1; then
+  fail "without --require-cookie the flood should have taken strait-ike's responder slot"
+fi
+kill -TERM "$FLOOD_PID" "$RESPONDER_PID"
+wait "$FLOOD_PID" || true
+wait "$RESPONDER_PID" || true
+
+ike_responder ike-responder-flood --require-cookie
+start_ike_flood flood-ike
+kill -0 "$RESPONDER_PID" 2>/dev/null || fail "strait-ike responder ended during the flood"
+ike_flood=$(connect ike-initiator-flood 127.0.0.3)
+kill -TERM "$FLOOD_PID"
+wait "$FLOOD_PID" || fail "ike_flood failed"
+wait "$RESPONDER_PID" || fail "strait-ike responder did not establish under the flood"
+grep -q 'cookies sent' "$WORK/ike-responder-flood.log" ||
+  fail "strait-ike sent no cookies under the flood"
+echo "strait-ike responder --require-cookie: flood $(cat "$WORK/flood-ike.json")"
+echo "  handshake, no flood: ${ike_baseline} s; flood: ${ike_flood} s;" \
+  "$(grep -o 'count=[0-9]*' "$WORK/ike-responder-flood.log" | head -1 | sed 's/count=/cookies sent /');" \
+  "without --require-cookie: $(grep -o '"reason":"[A-Z_]*"' "$WORK/ike-initiator-nocookie.json")"
 echo PASS
