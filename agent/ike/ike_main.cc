@@ -365,26 +365,8 @@ int main(int argc, char** argv) {
   uint64_t cookies_sent = 0;
   if (!initiator && absl::GetFlag(FLAGS_require_cookie)) {
     cookies = strait::ike::CreateCookieGenerator(clock, *random);
-    const strait::ike::Bytes peer = *remote;
-    (*io)->SetFilter([&, peer](absl::Span<const uint8_t> datagram,
-                               const strait::ike::Endpoint& from, strait::ike::Bytes* reply) {
-      // Only a new IKE SA's first request while the one responder slot is
-      // free; the engine drops and counts everything else it should not see.
-      if ((*engine)->state() != strait::ike::Engine::State::kIdle || from.address != peer) {
-        return true;
-      }
-      absl::StatusOr<strait::ike::IkeSaInitRequest> request =
-          strait::ike::ParseIkeSaInitRequest(datagram);
-      if (!request.ok()) return true;  // Not a new IKE SA: the engine decides.
-      if (request->cookie.has_value() &&
-          cookies->Verify(*request->cookie, request->ni, from, request->spi_i)) {
-        return true;
-      }
-      *reply = strait::ike::BuildCookieResponse(request->spi_i,
-                                                cookies->Make(request->ni, from, request->spi_i));
-      ++cookies_sent;
-      return false;
-    });
+    (*io)->SetFilter(
+        strait::ike::ResponderCookieFilter(*cookies, **engine, *remote, &cookies_sent));
   }
 
   Outcome outcome;

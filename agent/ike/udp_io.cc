@@ -262,4 +262,21 @@ absl::Status UdpIo::Run(Engine& engine, Clock& clock, absl::Time until,
   }
 }
 
+UdpIo::Filter ResponderCookieFilter(CookieGenerator& cookies, const Engine& engine, Bytes peer,
+                                    uint64_t* cookies_sent) {
+  return [&cookies, &engine, peer = std::move(peer), cookies_sent](
+             absl::Span<const uint8_t> datagram, const Endpoint& from, Bytes* reply) {
+    if (engine.state() != Engine::State::kIdle || from.address != peer) return true;
+    absl::StatusOr<IkeSaInitRequest> request = ParseIkeSaInitRequest(datagram);
+    if (!request.ok()) return true;  // Not a new IKE SA: the engine decides.
+    if (request->cookie.has_value() &&
+        cookies.Verify(*request->cookie, request->ni, from, request->spi_i)) {
+      return true;
+    }
+    *reply = BuildCookieResponse(request->spi_i, cookies.Make(request->ni, from, request->spi_i));
+    if (cookies_sent != nullptr) ++*cookies_sent;
+    return false;
+  };
+}
+
 }  // namespace strait::ike

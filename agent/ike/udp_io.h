@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "agent/ike/cookie.h"
 #include "agent/ike/engine.h"
 #include "common/clock.h"
 
@@ -91,6 +92,17 @@ class UdpIo {
   Filter filter_;
 };
 using UdpIoPtr = std::unique_ptr<UdpIo>;
+
+// A filter for a UdpIo around one responder `engine` that talks to `peer`
+// (an address): while the engine is idle, an IKE_SA_INIT request from the
+// peer without a valid COOKIE gets a stateless N(COOKIE) answer and never
+// reaches the engine, so that a request with a spoofed source cannot take
+// the engine's one responder slot. Everything else passes (the engine
+// drops and counts what it should not see). Counts the cookies sent in
+// `*cookies_sent` when set. `cookies`, `engine` and `cookies_sent` must
+// outlive the filter.
+UdpIo::Filter ResponderCookieFilter(CookieGenerator& cookies, const Engine& engine, Bytes peer,
+                                    uint64_t* cookies_sent = nullptr);
 
 // For I/O loops that own sockets themselves (the agent's IKE runner).
 

@@ -178,6 +178,7 @@ new_case() {
   C_FAIL_REASON=      # set: a failure case, strait-ike must report this reason
   C_FAIL_DETAIL=      # ... and this text in its detail
   C_CHARON_FAIL_RE=   # ... and charon's log must say this (EREs, one a line)
+  C_STRAIT_ARGS=()    # more strait-ike flags
 }
 
 # cert_case STRAIT_CERT CHARON_CERT STRAIT_METHOD CHARON_SCHEME_RE
@@ -276,6 +277,7 @@ start_strait() {
       --key-file "$PKI/$C_STRAIT_CERT.key")
   fi
   [[ $C_ROLE == initiator ]] && args+=(--initiate)
+  args+=("${C_STRAIT_ARGS[@]}")
   # A responder that accepted charon's AUTH keeps listening, so that charon
   # refusing ours (INFORMATIONAL AUTHENTICATION_FAILED) still turns it FAILED.
   [[ $C_ROLE == responder && -n $C_FAIL_REASON ]] && args+=(--settle 3s)
@@ -458,6 +460,14 @@ for role in initiator responder; do
   C_CHARON_ID="C=CH, O=Strait Test, CN=charon.strait.test"
   cert_case strait-p384 charon-p256 ecdsa-with-SHA256 ECDSA_WITH_SHA384_DER
   run_case "ecdsa-dn $C_IKE/$C_ESP"
+  # strait-ike demands a COOKIE (RFC 7296 2.6): charon sends its
+  # IKE_SA_INIT again with ours in front.
+  if [[ $role == responder ]]; then
+    new_case "$role"
+    C_STRAIT_ARGS=(--require-cookie)
+    C_CHARON_EXTRA_RE="parsed IKE_SA_INIT response 0 \[ N\(COOKIE\) \]"
+    run_case "psk cookie $C_IKE/$C_ESP"
+  fi
 
   # Failures, each on both sides. When strait-ike initiates and refuses
   # charon's AUTH, charon (responding) had established and must delete the
