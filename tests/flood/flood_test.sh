@@ -112,6 +112,13 @@ connect() {
 
 baseline=$(connect baseline)
 
+# The agent's CPU time (user + system, seconds) from /proc.
+cpu_seconds() {
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f\n", ($14 + $15) / hz }' "/proc/$AGENT_PID/stat"
+}
+init_before=$(metric strait_agent_ike_messages_total 'exchange="IKE_SA_INIT"' 'direction="in"')
+cpu_before=$(cpu_seconds)
+
 # Half-open SAs, sampled while the flood runs.
 (
   while true; do
@@ -136,6 +143,7 @@ wait "$FLOOD_PID" || fail "ike_flood failed"
 kill "$SAMPLER_PID" 2>/dev/null || true
 
 kill -0 "$AGENT_PID" 2>/dev/null || fail "the agent died"
+cpu_after=$(cpu_seconds)
 cookies=$(metric strait_agent_ike_cookies_sent_total)
 rejected=$(metric strait_agent_ike_cookies_rejected_total)
 no_tunnel=$(metric strait_agent_ike_dropped_total 'reason="no_tunnel"')
@@ -148,6 +156,10 @@ samples=$(wc -l <"$WORK/half_open.samples")
 echo "flood:                $(cat "$WORK/flood.json")"
 echo "handshake, no flood:  ${baseline} s"
 echo "handshake, flood:     ${under_flood} s"
+cpu_per_request=$(awk -v c="$cpu_after" -v b="$cpu_before" -v n="$init_in" -v m="$init_before" \
+  'BEGIN { if (n > m) printf "%.1f", (c - b) * 1e6 / (n - m); else print "n/a" }')
+echo "agent CPU during the flood: $(awk -v c="$cpu_after" -v b="$cpu_before" 'BEGIN { printf "%.2f", c - b }') s," \
+  "${cpu_per_request} us per IKE_SA_INIT received (metrics scrapes included)"
 echo "agent: IKE_SA_INIT in ${init_in}, cookies sent ${cookies}, cookies rejected ${rejected}," \
   "dropped no_tunnel ${no_tunnel}, source_limit ${source_limit}, responder successes" \
   "${responder_ok}, half-open max ${max_half_open} (${samples} samples)"
