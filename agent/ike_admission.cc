@@ -11,15 +11,18 @@ IkeAdmission::IkeAdmission(ike::CookieGenerator& cookies, IkeMetrics& metrics,
 IkeAdmission::Decision IkeAdmission::Check(absl::Span<const uint8_t> datagram,
                                            const ike::Endpoint& from, bool tunnel_full) {
   Decision d;
-  if (half_open_ >= options_.cookie_threshold || tunnel_full) {
+  PerSource source;
+  if (auto it = by_source_.find(from.address); it != by_source_.end()) source = it->second;
+  if (half_open_ >= options_.cookie_threshold || tunnel_full ||
+      source.all >= options_.per_source_limit) {
     absl::StatusOr<ike::IkeSaInitRequest> request = ike::ParseIkeSaInitRequest(datagram);
     if (!request.ok()) {
       metrics_.Dropped(IkeMetrics::kMalformed);
       return d;
     }
-    const bool valid = request->cookie.has_value() &&
-                       cookies_.Verify(*request->cookie, request->ni, from, request->spi_i);
-    if (!valid) {
+    d.verified = request->cookie.has_value() &&
+                 cookies_.Verify(*request->cookie, request->ni, from, request->spi_i);
+    if (!d.verified) {
       // A stale cookie (made before the previous secret went) gets a fresh
       // one, as from an initiator that had none.
       if (request->cookie.has_value()) metrics_.CookieRejected();
@@ -29,11 +32,10 @@ IkeAdmission::Decision IkeAdmission::Check(absl::Span<const uint8_t> datagram,
                                          cookies_.Make(request->ni, from, request->spi_i));
       return d;
     }
-  }
-  auto it = by_source_.find(from.address);
-  if (it != by_source_.end() && it->second >= options_.per_source_limit) {
-    metrics_.Dropped(IkeMetrics::kSourceLimit);
-    return d;
+    if (source.verified >= options_.per_source_limit) {
+      metrics_.Dropped(IkeMetrics::kSourceLimit);
+      return d;
+    }
   }
   if (half_open_ >= options_.max_half_open) {
     metrics_.Dropped(IkeMetrics::kHalfOpenLimit);
@@ -43,16 +45,20 @@ IkeAdmission::Decision IkeAdmission::Check(absl::Span<const uint8_t> datagram,
   return d;
 }
 
-void IkeAdmission::Opened(const ike::Bytes& source) {
+void IkeAdmission::Opened(const ike::Bytes& source, bool verified) {
   ++half_open_;
-  ++by_source_[source];
+  PerSource& s = by_source_[source];
+  ++s.all;
+  if (verified) ++s.verified;
 }
 
-void IkeAdmission::Closed(const ike::Bytes& source) {
+void IkeAdmission::Closed(const ike::Bytes& source, bool verified) {
   if (half_open_ > 0) --half_open_;
   auto it = by_source_.find(source);
   if (it == by_source_.end()) return;
-  if (--it->second == 0) by_source_.erase(it);
+  if (it->second.all > 0) --it->second.all;
+  if (verified && it->second.verified > 0) --it->second.verified;
+  if (it->second.all == 0) by_source_.erase(it);
 }
 
 }  // namespace strait::agent

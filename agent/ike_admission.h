@@ -6,13 +6,17 @@
 // a timeout): strongSwan's DoS defences, in Strait's terms.
 //
 // - Cookies (RFC 7296 §2.6). With `cookie_threshold` or more half-open IKE
-//   SAs in all, or when the request's tunnel has no free half-open slot
-//   (a new one would push out the oldest, which may be the real peer's), a
-//   request without a valid COOKIE gets a bare N(COOKIE) answer and leaves
-//   nothing behind. A sender that spoofs its address never sees the
-//   cookie, so it cannot get past this.
+//   SAs in all, when the request's tunnel has no free half-open slot (a new
+//   one would push out the oldest, which may be the real peer's), or when
+//   the sender has its `per_source_limit` of half-open SAs, a request
+//   without a valid COOKIE gets a bare N(COOKIE) answer and leaves nothing
+//   behind. A sender that spoofs its address never sees the cookie, so it
+//   cannot get past this.
 // - A per-source limit: a sender that already has `per_source_limit`
-//   half-open IKE SAs is dropped (a real address that does answer cookies).
+//   half-open IKE SAs that came with a valid cookie is dropped (a real
+//   address that does answer cookies). Only those count: otherwise
+//   requests spoofed with the real peer's address, which got in before
+//   cookies were required, would lock the real peer out.
 // - A hard cap: at `max_half_open` half-open IKE SAs in all, new requests
 //   are dropped.
 //
@@ -57,14 +61,17 @@ class IkeAdmission {
   struct Decision {
     Verdict verdict = Verdict::kDrop;
     ike::Bytes reply;
+    bool verified = false;  // kAdmit: it came with a valid cookie.
   };
   // For a new IKE_SA_INIT request (`datagram`, without a non-ESP marker)
   // from `from` to a tunnel whose half-open slots are all taken or not
   // (`tunnel_full`).
   Decision Check(absl::Span<const uint8_t> datagram, const ike::Endpoint& from, bool tunnel_full);
 
-  void Opened(const ike::Bytes& source);
-  void Closed(const ike::Bytes& source);
+  // A responder started for an admitted request (`verified` as decided),
+  // and its end.
+  void Opened(const ike::Bytes& source, bool verified);
+  void Closed(const ike::Bytes& source, bool verified);
   size_t half_open() const { return half_open_; }
 
  private:
@@ -72,7 +79,11 @@ class IkeAdmission {
   IkeMetrics& metrics_;
   const IkeAdmissionOptions options_;
   size_t half_open_ = 0;
-  absl::flat_hash_map<ike::Bytes, size_t> by_source_;
+  struct PerSource {
+    size_t all = 0;
+    size_t verified = 0;
+  };
+  absl::flat_hash_map<ike::Bytes, PerSource> by_source_;
 };
 
 }  // namespace strait::agent

@@ -259,8 +259,10 @@ class IkeRunner::Loop {
     uint64_t peer_spi = 0;   // Responders: the initiator's SPI.
     absl::Time started;
     absl::Time give_up = absl::InfiniteFuture();  // Responders, while half-open.
-    // Responders, while counted as half-open by admission_: the sender.
+    // Responders, while counted as half-open by admission_: the sender,
+    // and whether its request came with a valid cookie.
     std::optional<ike::Bytes> half_open_source;
+    bool half_open_verified = false;
     bool nat_t = false;  // The peer talks to our NAT-T port.
     Fate fate = Fate::kRunning;
     std::optional<ike::EngineEvent> failure;
@@ -326,14 +328,15 @@ class IkeRunner::Loop {
   void DropNoTunnel(const ike::Endpoint& from, absl::string_view why);
   // Cookies and half-open limits for a new IKE_SA_INIT to `t`: false when
   // it was answered statelessly or dropped.
+  // `*verified`: the request came with a valid cookie.
   bool Admit(LocalAddress& la, bool nat_t, const Tunnel& t, absl::Span<const uint8_t> datagram,
-             const ike::Endpoint& from);
+             const ike::Endpoint& from, bool* verified);
   // Sends `data` (an IKE message) from `la`'s socket, with the non-ESP
   // marker on the NAT-T one.
   void SendStateless(LocalAddress& la, bool nat_t, const ike::Bytes& data, const ike::Endpoint& to);
   // Ends `sa`'s count as half-open (authenticated, or gone).
   void EndHalfOpen(Sa& sa);
-  Sa* StartResponder(Tunnel& t, uint64_t peer_spi, const ike::Endpoint& from);
+  Sa* StartResponder(Tunnel& t, uint64_t peer_spi, const ike::Endpoint& from, bool verified);
   void StartInitiator(Tunnel& t);
   absl::StatusOr<std::unique_ptr<Sa>> NewSa(Tunnel& t, bool initiator);
 
@@ -754,8 +757,9 @@ void IkeRunner::Loop::Dispatch(LocalAddress& la, bool nat_t, absl::Span<const ui
       if (!candidate->initiator && candidate->peer_spi == spi_i) sa = candidate;
     }
     if (sa == nullptr) {
-      if (!Admit(la, nat_t, t, datagram, from)) return;
-      sa = StartResponder(t, spi_i, from);
+      bool verified = false;
+      if (!Admit(la, nat_t, t, datagram, from, &verified)) return;
+      sa = StartResponder(t, spi_i, from, verified);
     }
     if (sa == nullptr) return;
   } else {
@@ -793,9 +797,11 @@ void IkeRunner::Loop::DropNoTunnel(const ike::Endpoint& from, absl::string_view 
 }
 
 bool IkeRunner::Loop::Admit(LocalAddress& la, bool nat_t, const Tunnel& t,
-                            absl::Span<const uint8_t> datagram, const ike::Endpoint& from) {
+                            absl::Span<const uint8_t> datagram, const ike::Endpoint& from,
+                            bool* verified) {
   const bool full = t.responding.size() >= std::max<size_t>(1, options_.max_half_open_per_tunnel);
   IkeAdmission::Decision d = admission_.Check(datagram, from, full);
+  *verified = d.verified;
   switch (d.verdict) {
     case IkeAdmission::Verdict::kAdmit:
       return true;
@@ -834,7 +840,7 @@ void IkeRunner::Loop::SendStateless(LocalAddress& la, bool nat_t, const ike::Byt
 
 void IkeRunner::Loop::EndHalfOpen(Sa& sa) {
   if (!sa.half_open_source.has_value()) return;
-  admission_.Closed(*sa.half_open_source);
+  admission_.Closed(*sa.half_open_source, sa.half_open_verified);
   sa.half_open_source.reset();
 }
 
@@ -854,7 +860,7 @@ absl::StatusOr<std::unique_ptr<IkeRunner::Loop::Sa>> IkeRunner::Loop::NewSa(Tunn
 }
 
 IkeRunner::Loop::Sa* IkeRunner::Loop::StartResponder(Tunnel& t, uint64_t peer_spi,
-                                                     const ike::Endpoint& from) {
+                                                     const ike::Endpoint& from, bool verified) {
   absl::StatusOr<std::unique_ptr<Sa>> sa = NewSa(t, /*initiator=*/false);
   if (!sa.ok()) {
     LOG_ERROR("cannot start an IKE responder")
@@ -865,15 +871,21 @@ IkeRunner::Loop::Sa* IkeRunner::Loop::StartResponder(Tunnel& t, uint64_t peer_sp
   }
   (*sa)->peer_spi = peer_spi;
   (*sa)->half_open_source = from.address;
-  admission_.Opened(from.address);
+  (*sa)->half_open_verified = verified;
+  admission_.Opened(from.address, verified);
   absl::Duration half_open;
   for (absl::Duration d : t.config.retransmit_timeouts) half_open += d;
   (*sa)->give_up = (*sa)->started + half_open + kHalfOpenSlack;
   if (t.responding.size() >= std::max<size_t>(1, options_.max_half_open_per_tunnel)) {
+    // The oldest that came without a cookie goes first: it may be spoofed,
+    // while this one (admitted with a cookie when the tunnel is full) is not.
+    auto victim = std::find_if(t.responding.begin(), t.responding.end(),
+                               [](const std::unique_ptr<Sa>& s) { return !s->half_open_verified; });
+    if (victim == t.responding.end()) victim = t.responding.begin();
     LOG_DEBUG("half-open IKE SA replaced by a newer one").With("tunnel", t.name);
-    std::unique_ptr<Sa> oldest = std::move(t.responding.front());
-    t.responding.erase(t.responding.begin());
-    Retire(std::move(oldest), {});
+    std::unique_ptr<Sa> replaced = std::move(*victim);
+    t.responding.erase(victim);
+    Retire(std::move(replaced), {});
   }
   t.responding.push_back(*std::move(sa));
   return t.responding.back().get();

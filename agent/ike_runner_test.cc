@@ -600,9 +600,9 @@ TEST_F(IkeRunnerTest, InitiatorRetriesWithTheCookieAndEstablishes) {
   EXPECT_TRUE(b->MetricBecomes(1, "strait_agent_ike_sas", {{"state", "established"}}));
 }
 
-TEST_F(IkeRunnerTest, PerSourceAndGlobalHalfOpenLimitsDrop) {
+TEST_F(IkeRunnerTest, PerSourceLimitAsksForCookiesThenDrops) {
   options_.admission.per_source_limit = 2;
-  options_.admission.max_half_open = 3;
+  options_.admission.max_half_open = 5;
   auto b = NewAgent(kNodeB);
   // Two tunnels to node-b from two addresses of node-a.
   TunnelOptions second;
@@ -611,13 +611,41 @@ TEST_F(IkeRunnerTest, PerSourceAndGlobalHalfOpenLimitsDrop) {
   b->Apply({Tunnel("ab", kNodeB), Tunnel("cb", kNodeB, second)});
   ASSERT_TRUE(b->WaitForPhase("ab", strait::v1::TUNNEL_PHASE_CONNECTING));
   RawPeer from_a("127.0.0.1", options_.ike_port);
-  for (int i = 0; i < 3; ++i) {
-    HandInitiator initiator;
-    from_a.Send(initiator.Initiate());
+  // Two get in without a cookie (they might be spoofed)...
+  std::vector<std::unique_ptr<HandInitiator>> initiators;
+  for (int i = 0; i < 2; ++i) {
+    initiators.push_back(std::make_unique<HandInitiator>());
+    from_a.Send(initiators.back()->Initiate());
+    std::optional<ike::Bytes> answer = from_a.Receive();
+    ASSERT_TRUE(answer.has_value());
+    EXPECT_FALSE(CookieOf(*answer).has_value());
   }
-  EXPECT_TRUE(b->MetricBecomes(1, "strait_agent_ike_dropped_total", {{"reason", "source_limit"}}));
   EXPECT_TRUE(b->MetricBecomes(2, "strait_agent_ike_half_open_sas"));
-  // 127.0.0.3 has its own share, until all three slots are taken.
+  // ...then the source is at its limit: a cookie first, and with it two
+  // more get in (these count against the source)...
+  for (int i = 0; i < 2; ++i) {
+    initiators.push_back(std::make_unique<HandInitiator>());
+    from_a.Send(initiators.back()->Initiate());
+    std::optional<ike::Bytes> cookie = from_a.Receive();
+    ASSERT_TRUE(cookie.has_value() && CookieOf(*cookie).has_value());
+    from_a.Send(initiators.back()->Answer(*cookie));
+    std::optional<ike::Bytes> answer = from_a.Receive();
+    ASSERT_TRUE(answer.has_value());
+    EXPECT_FALSE(CookieOf(*answer).has_value());
+  }
+  EXPECT_TRUE(b->MetricBecomes(4, "strait_agent_ike_half_open_sas"));
+  EXPECT_EQ(b->Metric("strait_agent_ike_cookies_sent_total"), 2);
+  // ...and a fifth, even with a valid cookie, is dropped.
+  HandInitiator fifth;
+  from_a.Send(fifth.Initiate());
+  std::optional<ike::Bytes> cookie = from_a.Receive();
+  ASSERT_TRUE(cookie.has_value() && CookieOf(*cookie).has_value());
+  from_a.Send(fifth.Answer(*cookie));
+  EXPECT_TRUE(b->MetricBecomes(1, "strait_agent_ike_dropped_total", {{"reason", "source_limit"}}));
+  EXPECT_FALSE(from_a.Receive(absl::Milliseconds(300)).has_value());
+  EXPECT_EQ(b->Metric("strait_agent_ike_half_open_sas"), 4);
+
+  // 127.0.0.3 has its own share, until all five slots are taken.
   RawPeer from_c("127.0.0.3", options_.ike_port);
   absl::StatusOr<ike::EngineConfig> config =
       ike::EngineConfigFromSpec(Tunnel("cb", kNodeA, second).spec());
@@ -633,10 +661,33 @@ TEST_F(IkeRunnerTest, PerSourceAndGlobalHalfOpenLimitsDrop) {
   }
   EXPECT_TRUE(
       b->MetricBecomes(1, "strait_agent_ike_dropped_total", {{"reason", "half_open_limit"}}));
-  EXPECT_TRUE(b->MetricBecomes(3, "strait_agent_ike_half_open_sas"));
-  EXPECT_EQ(b->Metric("strait_agent_ike_cookies_sent_total"), 0);
+  EXPECT_TRUE(b->MetricBecomes(5, "strait_agent_ike_half_open_sas"));
   // They time out (the sum of the retransmit timeouts, and a second).
   EXPECT_TRUE(b->MetricBecomes(0, "strait_agent_ike_half_open_sas"));
+}
+
+TEST_F(IkeRunnerTest, AFullTunnelTakesTheRealPeerWithACookieOverSpoofedRequests) {
+  auto b = NewAgent(kNodeB);
+  b->Apply({Tunnel("ab", kNodeB)});
+  ASSERT_TRUE(b->WaitForPhase("ab", strait::v1::TUNNEL_PHASE_CONNECTING));
+  // Four requests "from node-a" that never go on (spoofed) fill the slots.
+  RawPeer spoofed("127.0.0.1", options_.ike_port);
+  for (int i = 0; i < 4; ++i) {
+    HandInitiator initiator;
+    spoofed.Send(initiator.Initiate());
+    ASSERT_TRUE(spoofed.Receive().has_value());
+  }
+  EXPECT_TRUE(b->MetricBecomes(4, "strait_agent_ike_half_open_sas"));
+  // The real node-a connects: a cookie, then it replaces a spoofed one and
+  // establishes.
+  auto a = NewAgent(kNodeA);
+  a->Apply({Tunnel("ab", kNodeA)});
+  ASSERT_TRUE(a->WaitForPhase("ab", strait::v1::TUNNEL_PHASE_ESTABLISHED))
+      << PhaseName(a->Status("ab"));
+  ASSERT_TRUE(b->WaitForPhase("ab", strait::v1::TUNNEL_PHASE_ESTABLISHED))
+      << PhaseName(b->Status("ab"));
+  EXPECT_GE(b->Metric("strait_agent_ike_cookies_sent_total"), 1);
+  EXPECT_TRUE(b->MetricBecomes(3, "strait_agent_ike_half_open_sas"));
 }
 
 TEST_F(IkeRunnerTest, WrongPskFailsBothEndsWithAuthenticationFailed) {
