@@ -84,8 +84,9 @@ ABSL_FLAG(int, ike_cookie_threshold, 30,
           "stateless N(COOKIE) answer. A tunnel whose half-open slots are all taken requires "
           "cookies too. 0: always.");
 ABSL_FLAG(int, ike_half_open_per_source, 5,
-          "Half-open IKE SAs one source address may have; further IKE_SA_INIT requests from it "
-          "are dropped (strait_agent_ike_dropped_total{reason=\"source_limit\"}).");
+          "Half-open IKE SAs one source address may have: beyond them its IKE_SA_INIT requests "
+          "must carry a COOKIE, and once it has this many that came with a valid cookie, "
+          "further ones are dropped (strait_agent_ike_dropped_total{reason=\"source_limit\"}).");
 ABSL_FLAG(int, ike_max_half_open, 1000,
           "Half-open IKE SAs in all; further IKE_SA_INIT requests are dropped "
           "(strait_agent_ike_dropped_total{reason=\"half_open_limit\"}).");
