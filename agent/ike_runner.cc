@@ -25,6 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "agent/child_sa_install.h"
+#include "agent/ike/cookie_impl.h"
 #include "agent/ike/engine.h"
 #include "agent/ike/engine_impl.h"
 #include "agent/ike/message.h"
@@ -182,6 +183,8 @@ class IkeRunner::Loop {
         options_(std::move(options)),
         mailbox_(std::move(mailbox)),
         random_(ike::CreateOpenSslRandomSource()),
+        cookies_(ike::CreateCookieGenerator(clock_, *random_)),
+        admission_(*cookies_, metrics_, options_.admission),
         buffer_(kMaxDatagram + 1) {}
   ~Loop() { Stop(); }
 
@@ -261,7 +264,11 @@ class IkeRunner::Loop {
     uint64_t peer_spi = 0;  // Responders: the initiator's SPI.
     absl::Time started;
     absl::Time give_up = absl::InfiniteFuture();  // Responders, while half-open.
-    bool nat_t = false;                           // The peer talks to our NAT-T port.
+    // Responders, while counted as half-open by admission_: the sender,
+    // and whether its request came with a valid cookie.
+    std::optional<ike::Bytes> half_open_source;
+    bool half_open_verified = false;
+    bool nat_t = false;  // The peer talks to our NAT-T port.
     Fate fate = Fate::kRunning;
     std::optional<ike::EngineEvent> failure;
     ike::EngineCounters seen;               // Already counted in the metrics.
@@ -324,7 +331,17 @@ class IkeRunner::Loop {
   void Dispatch(LocalAddress& la, bool nat_t, absl::Span<const uint8_t> datagram,
                 const ike::Endpoint& from);
   void DropNoTunnel(const ike::Endpoint& from, absl::string_view why);
-  Sa* StartResponder(Tunnel& t, uint64_t peer_spi);
+  // Cookies and half-open limits for a new IKE_SA_INIT to `t`: false when
+  // it was answered statelessly or dropped.
+  // `*verified`: the request came with a valid cookie.
+  bool Admit(LocalAddress& la, bool nat_t, const Tunnel& t, absl::Span<const uint8_t> datagram,
+             const ike::Endpoint& from, bool* verified);
+  // Sends `data` (an IKE message) from `la`'s socket, with the non-ESP
+  // marker on the NAT-T one.
+  void SendStateless(LocalAddress& la, bool nat_t, const ike::Bytes& data, const ike::Endpoint& to);
+  // Ends `sa`'s count as half-open (authenticated, or gone).
+  void EndHalfOpen(Sa& sa);
+  Sa* StartResponder(Tunnel& t, uint64_t peer_spi, const ike::Endpoint& from, bool verified);
   void StartInitiator(Tunnel& t);
   absl::StatusOr<std::unique_ptr<Sa>> NewSa(Tunnel& t, bool initiator);
 
@@ -373,6 +390,8 @@ class IkeRunner::Loop {
 
   // The loop thread's own.
   ike::RandomSourcePtr random_;
+  ike::CookieGeneratorPtr cookies_;
+  IkeAdmission admission_;
   absl::BitGen bitgen_;
   std::vector<uint8_t> buffer_;
   // Strait's reqid range, which the XFRM backend tags its state with.
@@ -752,7 +771,11 @@ void IkeRunner::Loop::Dispatch(LocalAddress& la, bool nat_t, absl::Span<const ui
     for (Sa* candidate : t.Sas()) {
       if (!candidate->initiator && candidate->peer_spi == spi_i) sa = candidate;
     }
-    if (sa == nullptr) sa = StartResponder(t, spi_i);
+    if (sa == nullptr) {
+      bool verified = false;
+      if (!Admit(la, nat_t, t, datagram, from, &verified)) return;
+      sa = StartResponder(t, spi_i, from, verified);
+    }
     if (sa == nullptr) return;
   } else {
     // Our SPI: the responder's if the sender initiated, else the initiator's.
@@ -788,6 +811,54 @@ void IkeRunner::Loop::DropNoTunnel(const ike::Endpoint& from, absl::string_view 
   }
 }
 
+bool IkeRunner::Loop::Admit(LocalAddress& la, bool nat_t, const Tunnel& t,
+                            absl::Span<const uint8_t> datagram, const ike::Endpoint& from,
+                            bool* verified) {
+  const bool full = t.responding.size() >= std::max<size_t>(1, options_.max_half_open_per_tunnel);
+  IkeAdmission::Decision d = admission_.Check(datagram, from, full);
+  *verified = d.verified;
+  switch (d.verdict) {
+    case IkeAdmission::Verdict::kAdmit:
+      return true;
+    case IkeAdmission::Verdict::kCookie:
+      SendStateless(la, nat_t, d.reply, from);
+      return false;
+    case IkeAdmission::Verdict::kDrop:
+      LOG_DEBUG("IKE_SA_INIT refused (half-open limit)")
+          .With("node", node_)
+          .With("tunnel", t.name)
+          .With("from", ike::FormatIpAddress(from.address));
+      return false;
+  }
+  return false;
+}
+
+void IkeRunner::Loop::SendStateless(LocalAddress& la, bool nat_t, const ike::Bytes& data,
+                                    const ike::Endpoint& to) {
+  const int fd = nat_t ? la.nat_t_fd : la.ike_fd;
+  sockaddr_storage ss;
+  const socklen_t len = ike::ToSockaddr(to, &ss);
+  if (fd < 0 || len == 0) return;
+  ike::Bytes marked;
+  if (nat_t) marked.assign(std::begin(ike::kNonEspMarker), std::end(ike::kNonEspMarker));
+  marked.insert(marked.end(), data.begin(), data.end());
+  ssize_t n;
+  do {
+    n = sendto(fd, marked.data(), marked.size(), 0, reinterpret_cast<const sockaddr*>(&ss), len);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    LOG_DEBUG("IKE sendto failed").With("node", node_).With("error", strerror(errno));
+    return;
+  }
+  metrics_.Message(ike::kExchangeIkeSaInit, /*inbound=*/false);
+}
+
+void IkeRunner::Loop::EndHalfOpen(Sa& sa) {
+  if (!sa.half_open_source.has_value()) return;
+  admission_.Closed(*sa.half_open_source, sa.half_open_verified);
+  sa.half_open_source.reset();
+}
+
 // --- IKE SAs ---
 
 absl::StatusOr<std::unique_ptr<IkeRunner::Loop::Sa>> IkeRunner::Loop::NewSa(Tunnel& t,
@@ -803,7 +874,8 @@ absl::StatusOr<std::unique_ptr<IkeRunner::Loop::Sa>> IkeRunner::Loop::NewSa(Tunn
   return sa;
 }
 
-IkeRunner::Loop::Sa* IkeRunner::Loop::StartResponder(Tunnel& t, uint64_t peer_spi) {
+IkeRunner::Loop::Sa* IkeRunner::Loop::StartResponder(Tunnel& t, uint64_t peer_spi,
+                                                     const ike::Endpoint& from, bool verified) {
   absl::StatusOr<std::unique_ptr<Sa>> sa = NewSa(t, /*initiator=*/false);
   if (!sa.ok()) {
     LOG_ERROR("cannot start an IKE responder")
@@ -813,14 +885,22 @@ IkeRunner::Loop::Sa* IkeRunner::Loop::StartResponder(Tunnel& t, uint64_t peer_sp
     return nullptr;
   }
   (*sa)->peer_spi = peer_spi;
+  (*sa)->half_open_source = from.address;
+  (*sa)->half_open_verified = verified;
+  admission_.Opened(from.address, verified);
   absl::Duration half_open;
   for (absl::Duration d : t.config.retransmit_timeouts) half_open += d;
   (*sa)->give_up = (*sa)->started + half_open + kHalfOpenSlack;
   if (t.responding.size() >= std::max<size_t>(1, options_.max_half_open_per_tunnel)) {
+    // The oldest that came without a cookie goes first: it may be spoofed,
+    // while this one (admitted with a cookie when the tunnel is full) is not.
+    auto victim = std::find_if(t.responding.begin(), t.responding.end(),
+                               [](const std::unique_ptr<Sa>& s) { return !s->half_open_verified; });
+    if (victim == t.responding.end()) victim = t.responding.begin();
     LOG_DEBUG("half-open IKE SA replaced by a newer one").With("tunnel", t.name);
-    std::unique_ptr<Sa> oldest = std::move(t.responding.front());
-    t.responding.erase(t.responding.begin());
-    Retire(std::move(oldest), {});
+    std::unique_ptr<Sa> replaced = std::move(*victim);
+    t.responding.erase(victim);
+    Retire(std::move(replaced), {});
   }
   t.responding.push_back(*std::move(sa));
   return t.responding.back().get();
@@ -1068,6 +1148,7 @@ void IkeRunner::Loop::Settle(Tunnel& t) {
 
 void IkeRunner::Loop::Promote(Tunnel& t, std::unique_ptr<Sa> sa) {
   metrics_.HandshakeSucceeded(sa->initiator, clock_.Now() - sa->started);
+  EndHalfOpen(*sa);
   sa->give_up = absl::InfiniteFuture();
   LogLine line = LOG_INFO("IKE SA established");
   line.With("node", node_)
@@ -1129,6 +1210,7 @@ void IkeRunner::Loop::ScheduleRetry(Tunnel& t) {
 
 void IkeRunner::Loop::Retire(std::unique_ptr<Sa> sa,
                              const std::vector<dataplane::PolicyConfig>& keep) {
+  EndHalfOpen(*sa);
   for (uint64_t spi : sa->local_spis) {
     auto it = by_spi_.find(spi);
     if (it != by_spi_.end() && it->second == sa.get()) by_spi_.erase(it);
@@ -1433,6 +1515,7 @@ void IkeRunner::Loop::UpdateGauges() {
         name, t->current != nullptr ? t->current->engine->next_child_rekey() : std::nullopt);
   }
   metrics_.SetIkeSas(connecting, established);
+  metrics_.SetHalfOpenSas(static_cast<int64_t>(admission_.half_open()));
   metrics_.SetChildSas(children);
   PollSaCounters();
 }

@@ -17,7 +17,9 @@
 // starts a responder engine for it; that SA stays half-open until it is
 // established and then replaces the tunnel's previous IKE SA (the peer
 // restarted or reauthenticates). Anything else is dropped and counted
-// (strait_agent_ike_dropped_total{reason="no_tunnel"}).
+// (strait_agent_ike_dropped_total{reason="no_tunnel"}). Before a responder
+// starts, IkeAdmission may answer with a stateless N(COOKIE) or drop the
+// request (cookies under load, per-source and global half-open limits).
 //
 // Initiating tunnels (start_action START; of a node-to-node tunnel, the end
 // whose node name sorts first) start an initiator engine, and another after
@@ -48,6 +50,7 @@
 #include "absl/types/span.h"
 #include "agent/applier_impl.h"
 #include "agent/ike/tunnel_config.h"
+#include "agent/ike_admission.h"
 #include "agent/metrics.h"
 #include "common/clock.h"
 #include "dataplane/dataplane.h"
@@ -86,8 +89,12 @@ struct IkeRunnerOptions {
   // The engines' retransmission schedule (EngineConfig); empty: theirs.
   std::vector<absl::Duration> retransmit_timeouts;
   // Half-open IKE SAs a tunnel keeps as responder; a new one beyond this
-  // replaces the oldest.
+  // replaces the oldest, and only with a valid COOKIE (ike_admission.h).
   size_t max_half_open_per_tunnel = 4;
+  // Cookie threshold, per-source and global limits of half-open IKE SAs
+  // (--ike-cookie-threshold, --ike-half-open-per-source,
+  // --ike-max-half-open).
+  IkeAdmissionOptions admission;
   // This node's certificate and key for tunnels with certificate auth that
   // name none (--ike-certificate, --ike-private-key).
   ike::CertificateDefaults certificates;

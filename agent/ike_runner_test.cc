@@ -450,8 +450,249 @@ TEST_F(IkeRunnerTest, HalfOpenSasPerTunnelAreBounded) {
     }));
   }
   EXPECT_TRUE(b->MetricBecomes(3, "strait_agent_ike_sas", {{"state", "connecting"}}));
+  EXPECT_EQ(b->Metric("strait_agent_ike_half_open_sas"), 3);
+  // The tunnel's slots taken, the last two got a cookie instead of pushing
+  // out an older one: a spoofed flood cannot evict the real peer's SA.
+  EXPECT_EQ(b->Metric("strait_agent_ike_cookies_sent_total"), 2);
   EXPECT_EQ(b->Metric("strait_agent_ike_dropped_total"), 0);
   EXPECT_EQ(b->Status("ab").phase(), strait::v1::TUNNEL_PHASE_CONNECTING);
+}
+
+// A UDP socket of node-a's address that talks IKE to node-b by hand.
+class RawPeer {
+ public:
+  RawPeer(const std::string& local, uint16_t peer_port)
+      : fd_(BindUdp(local)), peer_port_(peer_port) {}
+  ~RawPeer() {
+    if (fd_ >= 0) close(fd_);
+  }
+  bool ok() const { return fd_ >= 0; }
+  void Send(const ike::Bytes& payload, const std::string& to = "127.0.0.2") {
+    sockaddr_storage ss;
+    const socklen_t len = ike::ToSockaddr(ike::Endpoint{Ip(to), peer_port_}, &ss);
+    ASSERT_EQ(sendto(fd_, payload.data(), payload.size(), 0, reinterpret_cast<sockaddr*>(&ss), len),
+              static_cast<ssize_t>(payload.size()));
+  }
+  // The next datagram within `timeout`, if any.
+  std::optional<ike::Bytes> Receive(absl::Duration timeout = absl::Seconds(5)) {
+    const absl::Time until = absl::Now() + timeout;
+    ike::Bytes buffer(65536);
+    while (absl::Now() < until) {
+      const ssize_t n = recv(fd_, buffer.data(), buffer.size(), MSG_DONTWAIT);
+      if (n >= 0) {
+        buffer.resize(static_cast<size_t>(n));
+        return buffer;
+      }
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return std::nullopt;
+  }
+
+ private:
+  const int fd_;
+  const uint16_t peer_port_;
+};
+
+// An initiator engine of node-a's end of "ab" (it never sees node-b's
+// answers unless the test hands them over).
+class HandInitiator {
+ public:
+  HandInitiator() : random_(ike::CreateOpenSslRandomSource()) {
+    absl::StatusOr<ike::EngineConfig> config =
+        ike::EngineConfigFromSpec(Tunnel("ab", kNodeA).spec());
+    EXPECT_TRUE(config.ok()) << config.status();
+    absl::StatusOr<ike::EnginePtr> engine =
+        ike::CreateEngine(*config, RealClock::Get(), *random_, sink_);
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    engine_ = *std::move(engine);
+  }
+  // The first IKE_SA_INIT request.
+  ike::Bytes Initiate() {
+    EXPECT_TRUE(engine_->Initiate().ok());
+    return Next();
+  }
+  // Hands node-b's answer to the engine; returns what it sends next.
+  ike::Bytes Answer(const ike::Bytes& response) {
+    engine_->HandleDatagram(response, ike::Endpoint{Ip("127.0.0.2"), 500});
+    return Next();
+  }
+
+ private:
+  ike::Bytes Next() {
+    std::vector<ike::OutboundDatagram> out = engine_->TakeDatagrams();
+    EXPECT_THAT(out, SizeIs(1));
+    return out.empty() ? ike::Bytes() : out[0].data;
+  }
+  ike::RandomSourcePtr random_;
+  NoSink sink_;
+  ike::EnginePtr engine_;
+};
+
+// The COOKIE notify of a bare N(COOKIE) response, else nullopt.
+std::optional<ike::Bytes> CookieOf(const ike::Bytes& datagram) {
+  absl::StatusOr<ike::Message> m = ike::DecodeMessage(datagram);
+  if (!m.ok() || !m->header.response || m->header.spi_r != 0 || m->payloads.size() != 1) {
+    return std::nullopt;
+  }
+  const auto* n = std::get_if<ike::NotifyPayload>(&m->payloads[0].body);
+  if (n == nullptr || n->type != ike::kNotifyCookie) return std::nullopt;
+  return n->data;
+}
+
+// `request` with an N(COOKIE) of `cookie` in front.
+ike::Bytes WithCookie(const ike::Bytes& request, const ike::Bytes& cookie) {
+  absl::StatusOr<ike::Message> m = ike::DecodeMessage(request);
+  EXPECT_TRUE(m.ok());
+  ike::NotifyPayload n;
+  n.type = ike::kNotifyCookie;
+  n.data = cookie;
+  m->payloads.insert(m->payloads.begin(), ike::Payload{ike::kPayloadNotify, false, n});
+  return ike::EncodeMessage(*m);
+}
+
+TEST_F(IkeRunnerTest, AboveTheCookieThresholdAnInitWithoutCookieGetsOnlyACookie) {
+  options_.admission.cookie_threshold = 0;  // Always.
+  auto b = NewAgent(kNodeB);
+  b->Apply({Tunnel("ab", kNodeB)});
+  ASSERT_TRUE(b->WaitForPhase("ab", strait::v1::TUNNEL_PHASE_CONNECTING));
+  RawPeer peer("127.0.0.1", options_.ike_port);
+  ASSERT_TRUE(peer.ok());
+  HandInitiator initiator;
+  const ike::Bytes request = initiator.Initiate();
+  peer.Send(request);
+  std::optional<ike::Bytes> answer = peer.Receive();
+  ASSERT_TRUE(answer.has_value());
+  std::optional<ike::Bytes> cookie = CookieOf(*answer);
+  ASSERT_TRUE(cookie.has_value()) << "not a bare N(COOKIE)";
+  EXPECT_EQ(b->Metric("strait_agent_ike_cookies_sent_total"), 1);
+  // No state: nothing half-open, no responder.
+  EXPECT_EQ(b->Metric("strait_agent_ike_half_open_sas"), 0);
+  EXPECT_EQ(b->Metric("strait_agent_ike_sas", {{"state", "connecting"}}), 0);
+
+  // A forged cookie, and the real one for another SPI: refused, answered
+  // with a fresh cookie, still no state.
+  peer.Send(WithCookie(request, ike::Bytes(cookie->size(), 0x42)));
+  std::optional<ike::Bytes> again = peer.Receive();
+  ASSERT_TRUE(again.has_value());
+  EXPECT_TRUE(CookieOf(*again).has_value());
+  HandInitiator other;
+  peer.Send(WithCookie(other.Initiate(), *cookie));
+  ASSERT_TRUE(peer.Receive().has_value());
+  EXPECT_TRUE(b->MetricBecomes(2, "strait_agent_ike_cookies_rejected_total"));
+  EXPECT_EQ(b->Metric("strait_agent_ike_cookies_sent_total"), 3);
+  EXPECT_EQ(b->Metric("strait_agent_ike_half_open_sas"), 0);
+
+  // The engine retries with the cookie in front: now node-b does DH.
+  const ike::Bytes retry = initiator.Answer(*answer);
+  peer.Send(retry);
+  std::optional<ike::Bytes> real = peer.Receive();
+  ASSERT_TRUE(real.has_value());
+  EXPECT_FALSE(CookieOf(*real).has_value());
+  EXPECT_TRUE(b->MetricBecomes(1, "strait_agent_ike_half_open_sas"));
+  EXPECT_TRUE(b->MetricBecomes(1, "strait_agent_ike_sas", {{"state", "connecting"}}));
+  EXPECT_EQ(b->Metric("strait_agent_ike_cookies_sent_total"), 3);
+}
+
+TEST_F(IkeRunnerTest, InitiatorRetriesWithTheCookieAndEstablishes) {
+  options_.admission.cookie_threshold = 0;
+  auto a = NewAgent(kNodeA);
+  auto b = NewAgent(kNodeB);
+  Establish(*a, *b);
+  EXPECT_GE(b->Metric("strait_agent_ike_cookies_sent_total"), 1);
+  EXPECT_EQ(b->Metric("strait_agent_ike_cookies_rejected_total"), 0);
+  // Authenticated: no longer half-open.
+  EXPECT_TRUE(b->MetricBecomes(0, "strait_agent_ike_half_open_sas"));
+  EXPECT_TRUE(b->MetricBecomes(1, "strait_agent_ike_sas", {{"state", "established"}}));
+}
+
+TEST_F(IkeRunnerTest, PerSourceLimitAsksForCookiesThenDrops) {
+  options_.admission.per_source_limit = 2;
+  options_.admission.max_half_open = 5;
+  auto b = NewAgent(kNodeB);
+  // Two tunnels to node-b from two addresses of node-a.
+  TunnelOptions second;
+  second.a = "127.0.0.3";
+  second.a_ts = "10.3.0.0/24";
+  b->Apply({Tunnel("ab", kNodeB), Tunnel("cb", kNodeB, second)});
+  ASSERT_TRUE(b->WaitForPhase("ab", strait::v1::TUNNEL_PHASE_CONNECTING));
+  RawPeer from_a("127.0.0.1", options_.ike_port);
+  // Two get in without a cookie (they might be spoofed)...
+  std::vector<std::unique_ptr<HandInitiator>> initiators;
+  for (int i = 0; i < 2; ++i) {
+    initiators.push_back(std::make_unique<HandInitiator>());
+    from_a.Send(initiators.back()->Initiate());
+    std::optional<ike::Bytes> answer = from_a.Receive();
+    ASSERT_TRUE(answer.has_value());
+    EXPECT_FALSE(CookieOf(*answer).has_value());
+  }
+  EXPECT_TRUE(b->MetricBecomes(2, "strait_agent_ike_half_open_sas"));
+  // ...then the source is at its limit: a cookie first, and with it two
+  // more get in (these count against the source)...
+  for (int i = 0; i < 2; ++i) {
+    initiators.push_back(std::make_unique<HandInitiator>());
+    from_a.Send(initiators.back()->Initiate());
+    std::optional<ike::Bytes> cookie = from_a.Receive();
+    ASSERT_TRUE(cookie.has_value() && CookieOf(*cookie).has_value());
+    from_a.Send(initiators.back()->Answer(*cookie));
+    std::optional<ike::Bytes> answer = from_a.Receive();
+    ASSERT_TRUE(answer.has_value());
+    EXPECT_FALSE(CookieOf(*answer).has_value());
+  }
+  EXPECT_TRUE(b->MetricBecomes(4, "strait_agent_ike_half_open_sas"));
+  EXPECT_EQ(b->Metric("strait_agent_ike_cookies_sent_total"), 2);
+  // ...and a fifth, even with a valid cookie, is dropped.
+  HandInitiator fifth;
+  from_a.Send(fifth.Initiate());
+  std::optional<ike::Bytes> cookie = from_a.Receive();
+  ASSERT_TRUE(cookie.has_value() && CookieOf(*cookie).has_value());
+  from_a.Send(fifth.Answer(*cookie));
+  EXPECT_TRUE(b->MetricBecomes(1, "strait_agent_ike_dropped_total", {{"reason", "source_limit"}}));
+  EXPECT_FALSE(from_a.Receive(absl::Milliseconds(300)).has_value());
+  EXPECT_EQ(b->Metric("strait_agent_ike_half_open_sas"), 4);
+
+  // 127.0.0.3 has its own share, until all five slots are taken.
+  RawPeer from_c("127.0.0.3", options_.ike_port);
+  absl::StatusOr<ike::EngineConfig> config =
+      ike::EngineConfigFromSpec(Tunnel("cb", kNodeA, second).spec());
+  ASSERT_TRUE(config.ok()) << config.status();
+  ike::RandomSourcePtr random = ike::CreateOpenSslRandomSource();
+  NoSink sink;
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<ike::EnginePtr> engine =
+        ike::CreateEngine(*config, RealClock::Get(), *random, sink);
+    ASSERT_TRUE(engine.ok());
+    ASSERT_TRUE((*engine)->Initiate().ok());
+    from_c.Send((*engine)->TakeDatagrams()[0].data);
+  }
+  EXPECT_TRUE(
+      b->MetricBecomes(1, "strait_agent_ike_dropped_total", {{"reason", "half_open_limit"}}));
+  EXPECT_TRUE(b->MetricBecomes(5, "strait_agent_ike_half_open_sas"));
+  // They time out (the sum of the retransmit timeouts, and a second).
+  EXPECT_TRUE(b->MetricBecomes(0, "strait_agent_ike_half_open_sas"));
+}
+
+TEST_F(IkeRunnerTest, AFullTunnelTakesTheRealPeerWithACookieOverSpoofedRequests) {
+  auto b = NewAgent(kNodeB);
+  b->Apply({Tunnel("ab", kNodeB)});
+  ASSERT_TRUE(b->WaitForPhase("ab", strait::v1::TUNNEL_PHASE_CONNECTING));
+  // Four requests "from node-a" that never go on (spoofed) fill the slots.
+  RawPeer spoofed("127.0.0.1", options_.ike_port);
+  for (int i = 0; i < 4; ++i) {
+    HandInitiator initiator;
+    spoofed.Send(initiator.Initiate());
+    ASSERT_TRUE(spoofed.Receive().has_value());
+  }
+  EXPECT_TRUE(b->MetricBecomes(4, "strait_agent_ike_half_open_sas"));
+  // The real node-a connects: a cookie, then it replaces a spoofed one and
+  // establishes.
+  auto a = NewAgent(kNodeA);
+  a->Apply({Tunnel("ab", kNodeA)});
+  ASSERT_TRUE(a->WaitForPhase("ab", strait::v1::TUNNEL_PHASE_ESTABLISHED))
+      << PhaseName(a->Status("ab"));
+  ASSERT_TRUE(b->WaitForPhase("ab", strait::v1::TUNNEL_PHASE_ESTABLISHED))
+      << PhaseName(b->Status("ab"));
+  EXPECT_GE(b->Metric("strait_agent_ike_cookies_sent_total"), 1);
+  EXPECT_TRUE(b->MetricBecomes(3, "strait_agent_ike_half_open_sas"));
 }
 
 TEST_F(IkeRunnerTest, WrongPskFailsBothEndsWithAuthenticationFailed) {

@@ -82,6 +82,18 @@ ABSL_FLAG(int, ike_fragment_size, 1280,
           "IKE fragmentation (RFC 7383): encrypted IKE messages that would make an IP datagram "
           "larger than this many bytes (IP and UDP headers included) go out as fragments, with "
           "peers that support it. 0 turns fragmentation off (not offered to peers).");
+ABSL_FLAG(int, ike_cookie_threshold, 30,
+          "Half-open IKE SAs (responders between IKE_SA_INIT and IKE_AUTH, all tunnels) from "
+          "which on a new IKE_SA_INIT must carry a COOKIE (RFC 7296 2.6): without one it gets a "
+          "stateless N(COOKIE) answer. A tunnel whose half-open slots are all taken requires "
+          "cookies too. 0: always.");
+ABSL_FLAG(int, ike_half_open_per_source, 5,
+          "Half-open IKE SAs one source address may have: beyond them its IKE_SA_INIT requests "
+          "must carry a COOKIE, and once it has this many that came with a valid cookie, "
+          "further ones are dropped (strait_agent_ike_dropped_total{reason=\"source_limit\"}).");
+ABSL_FLAG(int, ike_max_half_open, 1000,
+          "Half-open IKE SAs in all; further IKE_SA_INIT requests are dropped "
+          "(strait_agent_ike_dropped_total{reason=\"half_open_limit\"}).");
 ABSL_FLAG(std::string, log_level, "info", "Least severe log level: debug, info, warning, error.");
 
 namespace {
@@ -278,6 +290,12 @@ int main(int argc, char** argv) {
       return kExitFailure;
     }
     ike_options.fragment_size = static_cast<size_t>(fragment_size);
+    ike_options.admission.cookie_threshold =
+        static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_ike_cookie_threshold)));
+    ike_options.admission.per_source_limit =
+        static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_ike_half_open_per_source)));
+    ike_options.admission.max_half_open =
+        static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_ike_max_half_open)));
     absl::StatusOr<std::unique_ptr<strait::agent::IkeRunner>> runner =
         strait::agent::IkeRunner::Create(node, applier, *counted_dataplane,
                                          strait::RealClock::Get(), ike_metrics, ike_options);

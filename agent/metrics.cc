@@ -173,7 +173,10 @@ IkeMetrics::IkeMetrics(prometheus::Registry& registry)
       dropped_(prometheus::BuildCounter()
                    .Name("strait_agent_ike_dropped_total")
                    .Help("Received IKE datagrams dropped without effect, by reason: malformed, "
-                         "undecryptable, unexpected, stale, no_tunnel, reassembly.")
+                         "undecryptable, unexpected, stale, no_tunnel, reassembly, source_limit "
+                         "(the sender "
+                         "has its share of half-open IKE SAs), half_open_limit (all half-open "
+                         "slots taken).")
                    .Register(registry)),
       rekeys_(prometheus::BuildCounter()
                   .Name("strait_agent_ike_rekeys_total")
@@ -207,6 +210,24 @@ IkeMetrics::IkeMetrics(prometheus::Registry& registry)
                                      "port changed, RFC 7296 2.23).")
                                .Register(registry)
                                .Add({})),
+      cookies_sent_(prometheus::BuildCounter()
+                        .Name("strait_agent_ike_cookies_sent_total")
+                        .Help("IKE_SA_INIT requests answered with a COOKIE instead of state "
+                              "(RFC 7296 2.6), under load.")
+                        .Register(registry)
+                        .Add({})),
+      cookies_rejected_(prometheus::BuildCounter()
+                            .Name("strait_agent_ike_cookies_rejected_total")
+                            .Help("IKE_SA_INIT requests with a COOKIE that was forged, stale or "
+                                  "made for another sender.")
+                            .Register(registry)
+                            .Add({})),
+      half_open_sas_(prometheus::BuildGauge()
+                         .Name("strait_agent_ike_half_open_sas")
+                         .Help("Responder IKE SAs started by an IKE_SA_INIT and not yet "
+                               "authenticated.")
+                         .Register(registry)
+                         .Add({})),
       next_rekey_(prometheus::BuildGauge()
                       .Name("strait_agent_child_sa_next_rekey_timestamp_seconds")
                       .Help("When the tunnel's CHILD SA is rekeyed next (unix time), by tunnel.")
@@ -304,8 +325,8 @@ IkeMetrics::IkeMetrics(prometheus::Registry& registry)
                       .Help("IKE messages reassembled from fragments (RFC 7383).")
                       .Register(registry)
                       .Add({});
-  for (const char* reason :
-       {kMalformed, kUndecryptable, kUnexpected, kStale, kNoTunnel, kReassembly}) {
+  for (const char* reason : {kMalformed, kUndecryptable, kUnexpected, kStale, kNoTunnel,
+                             kReassembly, kSourceLimit, kHalfOpenLimit}) {
     dropped_.Add({{"reason", reason}});
   }
 }
@@ -390,6 +411,11 @@ void IkeMetrics::Fragments(bool inbound, uint64_t count) {
 void IkeMetrics::Reassembled(uint64_t count) {
   if (count != 0) reassembled_->Increment(static_cast<double>(count));
 }
+void IkeMetrics::CookieSent() { cookies_sent_.Increment(); }
+
+void IkeMetrics::CookieRejected() { cookies_rejected_.Increment(); }
+
+void IkeMetrics::SetHalfOpenSas(int64_t count) { half_open_sas_.Set(static_cast<double>(count)); }
 
 void IkeMetrics::SetNextRekey(const std::string& tunnel, std::optional<absl::Time> when) {
   absl::MutexLock lock(&mu_);

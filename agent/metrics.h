@@ -100,6 +100,11 @@ class IkeMetrics {
   // Authenticated IKE fragments the reassembly dropped (duplicates, fewer
   // fragments than before, over the limits, timed out).
   static constexpr char kReassembly[] = "reassembly";
+  // IKE_SA_INIT requests refused before any state (ike_admission.h): the
+  // sender already has its share of half-open IKE SAs, or all half-open
+  // slots are taken.
+  static constexpr char kSourceLimit[] = "source_limit";
+  static constexpr char kHalfOpenLimit[] = "half_open_limit";
 
   // Registers every family on `registry`, which must outlive this object.
   explicit IkeMetrics(prometheus::Registry& registry);
@@ -151,6 +156,15 @@ class IkeMetrics {
   // strait_agent_ike_nat_mapping_changes_total: CHILD SAs moved to a
   // peer's new NAT mapping (address or port, RFC 7296 §2.23).
   void PeerMoved();
+  // strait_agent_ike_cookies_sent_total: IKE_SA_INIT requests answered
+  // with N(COOKIE) instead of state (RFC 7296 2.6).
+  void CookieSent();
+  // strait_agent_ike_cookies_rejected_total: requests whose COOKIE was not
+  // ours, stale or for other values (answered with a fresh cookie).
+  void CookieRejected();
+  // strait_agent_ike_half_open_sas: responder IKE SAs started by an
+  // IKE_SA_INIT and not yet authenticated.
+  void SetHalfOpenSas(int64_t count);
   // strait_agent_child_sa_next_rekey_timestamp_seconds{tunnel}: when the
   // tunnel's CHILD SA rekeys next (unix time); removed with `when` unset.
   void SetNextRekey(const std::string& tunnel, std::optional<absl::Time> when);
@@ -197,6 +211,9 @@ class IkeMetrics {
   prometheus::Counter& nat_mapping_changes_;
   std::array<prometheus::Counter*, 2> fragments_{};  // out, in
   prometheus::Counter* reassembled_ = nullptr;
+  prometheus::Counter& cookies_sent_;
+  prometheus::Counter& cookies_rejected_;
+  prometheus::Gauge& half_open_sas_;
   prometheus::Family<prometheus::Gauge>& next_rekey_;
   absl::Mutex mu_;
   std::map<std::string, prometheus::Gauge*> next_rekey_by_tunnel_ ABSL_GUARDED_BY(mu_);

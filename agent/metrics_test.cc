@@ -67,8 +67,8 @@ TEST(IkeMetricsTest, RecordsTheRunnersEvents) {
   for (const auto& family : registry.Collect()) {
     families += family.name.rfind("strait_agent_", 0) == 0 ? 1 : 0;
   }
-  // 17: the per-tunnel next-rekey gauge has no series yet.
-  EXPECT_EQ(families, 17u);
+  // 20: the per-tunnel next-rekey gauge has no series yet.
+  EXPECT_EQ(families, 20u);
   EXPECT_EQ(Value(registry, "strait_agent_ike_fragments_total", "direction", "in"), 0);
   EXPECT_EQ(Value(registry, "strait_agent_ike_dropped_total", "reason", "reassembly"), 0);
   EXPECT_EQ(Value(registry, "strait_agent_ike_dead_peers_total", "action", "restart"), 0);
@@ -78,6 +78,15 @@ TEST(IkeMetricsTest, RecordsTheRunnersEvents) {
   metrics.Deletes(/*sent=*/true, 3);
   metrics.PeerDead("hold");
   metrics.DpdProbes(5);
+  metrics.CookieSent();
+  metrics.CookieSent();
+  metrics.CookieRejected();
+  metrics.SetHalfOpenSas(7);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_cookies_sent_total"), 2);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_cookies_rejected_total"), 1);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_half_open_sas"), 7);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_dropped_total", "reason", "source_limit"), 0);
+  EXPECT_EQ(Value(registry, "strait_agent_ike_dropped_total", "reason", "half_open_limit"), 0);
   EXPECT_EQ(Value(registry, "strait_agent_ike_deletes_total", "direction", "sent"), 3);
   EXPECT_EQ(Value(registry, "strait_agent_ike_dead_peers_total", "action", "hold"), 1);
   metrics.SetNextRekey("t1", absl::FromUnixSeconds(1700000000));

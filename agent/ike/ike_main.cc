@@ -29,6 +29,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "agent/ike/cookie.h"
+#include "agent/ike/cookie_impl.h"
 #include "agent/ike/engine.h"
 #include "agent/ike/engine_impl.h"
 #include "agent/ike/engine_proposal.h"
@@ -88,6 +90,10 @@ ABSL_FLAG(absl::Duration, settle, absl::ZeroDuration(),
           "After the CHILD SA is established, keep listening this long before printing the "
           "result, so that a peer that refuses our AUTH afterwards (an INFORMATIONAL "
           "AUTHENTICATION_FAILED, as a responder sees it) turns the result into FAILED.");
+ABSL_FLAG(bool, require_cookie, false,
+          "As responder: answer an IKE_SA_INIT request from --remote that carries no valid "
+          "COOKIE with a stateless N(COOKIE) (RFC 7296 2.6), so that a request with a spoofed "
+          "source address cannot take strait-ike's single responder slot.");
 ABSL_FLAG(bool, stay, false,
           "After printing the result, keep running (answering retransmitted requests) until "
           "SIGTERM or SIGINT, so that the peer can still be queried.");
@@ -420,6 +426,14 @@ int main(int argc, char** argv) {
     return kExitFailure;
   }
 
+  strait::ike::CookieGeneratorPtr cookies;
+  uint64_t cookies_sent = 0;
+  if (!initiator && absl::GetFlag(FLAGS_require_cookie)) {
+    cookies = strait::ike::CreateCookieGenerator(clock, *random);
+    (*io)->SetFilter(
+        strait::ike::ResponderCookieFilter(*cookies, **engine, *remote, &cookies_sent));
+  }
+
   Outcome outcome;
   bool decided = false;
   if (initiator) {
@@ -451,6 +465,7 @@ int main(int argc, char** argv) {
     });
     if (!run.ok()) LOG_WARNING("settling failed").With("error", run.ToString());
   }
+  if (cookies_sent > 0) LOG_INFO("cookies sent").With("count", cookies_sent);
   std::cout << OutcomeJson(outcome, initiator, (*engine)->counters()) << std::endl;
   if (!status_file.empty()) {
     WriteStatusFile(status_file, OutcomeJson(outcome, initiator, (*engine)->counters()));

@@ -168,9 +168,12 @@ void UdpIo::Flush(Engine& engine) {
   }
 }
 
+// Datagrams read per wake-up; poll() comes back at once for the rest.
+constexpr int kMaxReadsPerWake = 256;
+
 void UdpIo::Drain(Engine& engine, int fd, bool nat_t) {
   std::vector<uint8_t> buf(kMaxDatagram);
-  while (true) {
+  for (int reads = 0; reads < kMaxReadsPerWake; ++reads) {
     sockaddr_storage from;
     socklen_t from_len = sizeof(from);
     const ssize_t n = recvfrom(fd, buf.data(), buf.size(), MSG_TRUNC,
@@ -200,8 +203,35 @@ void UdpIo::Drain(Engine& engine, int fd, bool nat_t) {
       datagram.remove_prefix(sizeof(kNonEspMarker));
     }
     ++counters_.received;
+    if (filter_) {
+      Bytes reply;
+      const bool pass = filter_(datagram, sender, &reply);
+      if (!reply.empty()) SendTo(fd, nat_t, reply, sender);
+      if (!pass) {
+        ++counters_.filtered;
+        continue;
+      }
+    }
     engine.HandleDatagram(datagram, sender);
   }
+}
+
+void UdpIo::SendTo(int fd, bool nat_t, const Bytes& data, const Endpoint& to) {
+  sockaddr_storage ss;
+  const socklen_t len = ToSockaddr(to, &ss);
+  if (len == 0) return;
+  Bytes out;
+  if (nat_t) out.assign(std::begin(kNonEspMarker), std::end(kNonEspMarker));
+  out.insert(out.end(), data.begin(), data.end());
+  ssize_t n;
+  do {
+    n = sendto(fd, out.data(), out.size(), 0, reinterpret_cast<const sockaddr*>(&ss), len);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    ++counters_.send_errors;
+    return;
+  }
+  ++counters_.sent;
 }
 
 absl::Status UdpIo::Run(Engine& engine, Clock& clock, absl::Time until,
@@ -230,6 +260,23 @@ absl::Status UdpIo::Run(Engine& engine, Clock& clock, absl::Time until,
     }
     engine.Tick(clock.Now());
   }
+}
+
+UdpIo::Filter ResponderCookieFilter(CookieGenerator& cookies, const Engine& engine, Bytes peer,
+                                    uint64_t* cookies_sent) {
+  return [&cookies, &engine, peer = std::move(peer), cookies_sent](
+             absl::Span<const uint8_t> datagram, const Endpoint& from, Bytes* reply) {
+    if (engine.state() != Engine::State::kIdle || from.address != peer) return true;
+    absl::StatusOr<IkeSaInitRequest> request = ParseIkeSaInitRequest(datagram);
+    if (!request.ok()) return true;  // Not a new IKE SA: the engine decides.
+    if (request->cookie.has_value() &&
+        cookies.Verify(*request->cookie, request->ni, from, request->spi_i)) {
+      return true;
+    }
+    *reply = BuildCookieResponse(request->spi_i, cookies.Make(request->ni, from, request->spi_i));
+    if (cookies_sent != nullptr) ++*cookies_sent;
+    return false;
+  };
 }
 
 }  // namespace strait::ike

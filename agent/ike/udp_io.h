@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "agent/ike/cookie.h"
 #include "agent/ike/engine.h"
 #include "common/clock.h"
 
@@ -32,6 +33,7 @@ struct UdpIoCounters {
   uint64_t send_errors = 0;      // sendto failed; the engine retransmits.
   uint64_t foreign_dropped = 0;  // From an address family we do not speak.
   uint64_t esp_dropped = 0;      // ESP-in-UDP (or a runt) on the NAT-T port.
+  uint64_t filtered = 0;         // Kept from the engine by the filter.
 };
 
 class UdpIo {
@@ -64,12 +66,22 @@ class UdpIo {
 
   const UdpIoCounters& counters() const { return counters_; }
 
+  // Sees every IKE message (non-ESP marker stripped) before the engine and
+  // returns false to keep it from the engine; a non-empty `*reply` goes
+  // back to the sender through the socket the message came on (responder
+  // cookies, cookie.h).
+  using Filter =
+      std::function<bool(absl::Span<const uint8_t> datagram, const Endpoint& from, Bytes* reply)>;
+  void SetFilter(Filter filter) { filter_ = std::move(filter); }
+
  private:
   UdpIo(int fd, int nat_t_fd, int family, uint16_t port, uint16_t nat_t_port)
       : fd_(fd), nat_t_fd_(nat_t_fd), family_(family), port_(port), nat_t_port_(nat_t_port) {}
-  // Reads every datagram queued on `fd` without blocking and hands each to
-  // the engine; `nat_t` strips (and requires) the non-ESP marker.
+  // Reads the datagrams queued on `fd` (a bounded number, so that a flood
+  // does not starve the timers) without blocking and hands each to the
+  // engine; `nat_t` strips (and requires) the non-ESP marker.
   void Drain(Engine& engine, int fd, bool nat_t);
+  void SendTo(int fd, bool nat_t, const Bytes& data, const Endpoint& to);
 
   int fd_;
   int nat_t_fd_;  // -1 without NAT-T.
@@ -77,8 +89,20 @@ class UdpIo {
   uint16_t port_;
   uint16_t nat_t_port_;
   UdpIoCounters counters_;
+  Filter filter_;
 };
 using UdpIoPtr = std::unique_ptr<UdpIo>;
+
+// A filter for a UdpIo around one responder `engine` that talks to `peer`
+// (an address): while the engine is idle, an IKE_SA_INIT request from the
+// peer without a valid COOKIE gets a stateless N(COOKIE) answer and never
+// reaches the engine, so that a request with a spoofed source cannot take
+// the engine's one responder slot. Everything else passes (the engine
+// drops and counts what it should not see). Counts the cookies sent in
+// `*cookies_sent` when set. `cookies`, `engine` and `cookies_sent` must
+// outlive the filter.
+UdpIo::Filter ResponderCookieFilter(CookieGenerator& cookies, const Engine& engine, Bytes peer,
+                                    uint64_t* cookies_sent = nullptr);
 
 // For I/O loops that own sockets themselves (the agent's IKE runner).
 

@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "agent/ike/cookie_impl.h"
 #include "agent/ike/engine_impl.h"
 #include "agent/ike/engine_proposal.h"
 #include "common/clock.h"
@@ -92,6 +93,46 @@ TEST_P(UdpIoTest, TwoEnginesEstablishOverLoopback) {
   ASSERT_EQ(sink_b.spis.size(), 1u);
   EXPECT_EQ((*io_a)->counters().sent, 2u);
   EXPECT_EQ((*io_b)->counters().sent, 2u);
+}
+
+TEST_P(UdpIoTest, ResponderWithCookiesMakesTheInitiatorRetryAndEstablishes) {
+  const Bytes loopback = *ParseIpAddress(GetParam());
+  auto io_a = UdpIo::Create(Endpoint{loopback, 0});
+  auto io_b = UdpIo::Create(Endpoint{loopback, 0});
+  ASSERT_TRUE(io_a.ok()) << io_a.status();
+  ASSERT_TRUE(io_b.ok()) << io_b.status();
+  const Endpoint a{loopback, (*io_a)->port()};
+  const Endpoint b{loopback, (*io_b)->port()};
+  Clock& clock = RealClock::Get();
+  RandomSourcePtr random_a = CreateOpenSslRandomSource();
+  RandomSourcePtr random_b = CreateOpenSslRandomSource();
+  RecordingSink sink_a, sink_b;
+  auto engine_a = CreateEngine(Config(a, b, "secret"), clock, *random_a, sink_a);
+  auto engine_b = CreateEngine(Config(b, a, "secret"), clock, *random_b, sink_b);
+  ASSERT_TRUE(engine_a.ok()) << engine_a.status();
+  ASSERT_TRUE(engine_b.ok()) << engine_b.status();
+  CookieGeneratorPtr cookies = CreateCookieGenerator(clock, *random_b);
+  uint64_t cookies_sent = 0;
+  (*io_b)->SetFilter(ResponderCookieFilter(*cookies, **engine_b, loopback, &cookies_sent));
+
+  const absl::Time until = clock.Now() + absl::Seconds(10);
+  auto done = [](Engine& e) {
+    return e.state() == Engine::State::kEstablished || e.state() == Engine::State::kFailed;
+  };
+  std::thread responder([&] {
+    EXPECT_TRUE((*io_b)->Run(**engine_b, clock, until, [&] { return done(**engine_b); }).ok());
+  });
+  ASSERT_TRUE((*engine_a)->Initiate().ok());
+  EXPECT_TRUE((*io_a)->Run(**engine_a, clock, until, [&] { return done(**engine_a); }).ok());
+  responder.join();
+
+  EXPECT_EQ((*engine_a)->state(), Engine::State::kEstablished);
+  EXPECT_EQ((*engine_b)->state(), Engine::State::kEstablished);
+  EXPECT_EQ(cookies_sent, 1u);
+  EXPECT_EQ((*io_b)->counters().filtered, 1u);
+  // IKE_SA_INIT, again with the cookie, IKE_AUTH; and the answers.
+  EXPECT_EQ((*io_a)->counters().sent, 3u);
+  EXPECT_EQ((*io_b)->counters().sent, 3u);
 }
 
 TEST_P(UdpIoTest, GarbageIsDroppedAndTheLoopCarriesOn) {

@@ -179,6 +179,7 @@ new_case() {
   C_FAIL_DETAIL=      # ... and this text in its detail
   C_CHARON_FAIL_RE=   # ... and charon's log must say this (EREs, one a line)
   C_IKE_REKEY=        # charon or strait: that side rekeys the IKE SA after a few seconds
+  C_STRAIT_ARGS=()    # more strait-ike flags
 }
 
 # cert_case STRAIT_CERT CHARON_CERT STRAIT_METHOD CHARON_SCHEME_RE
@@ -280,6 +281,7 @@ start_strait() {
   [[ $C_ROLE == initiator ]] && args+=(--initiate)
   args+=(--status-file "$WORK/status.json")
   [[ $C_IKE_REKEY == strait ]] && args+=(--ike-lifetime 6s)
+  args+=("${C_STRAIT_ARGS[@]}")
   # A responder that accepted charon's AUTH keeps listening, so that charon
   # refusing ours (INFORMATIONAL AUTHENTICATION_FAILED) still turns it FAILED.
   [[ $C_ROLE == responder && -n $C_FAIL_REASON ]] && args+=(--settle 3s)
@@ -517,6 +519,14 @@ for role in initiator responder; do
   C_CHARON_ID="C=CH, O=Strait Test, CN=charon.strait.test"
   cert_case strait-p384 charon-p256 ecdsa-with-SHA256 ECDSA_WITH_SHA384_DER
   run_case "ecdsa-dn $C_IKE/$C_ESP"
+  # strait-ike demands a COOKIE (RFC 7296 2.6): charon sends its
+  # IKE_SA_INIT again with ours in front.
+  if [[ $role == responder ]]; then
+    new_case "$role"
+    C_STRAIT_ARGS=(--require-cookie)
+    C_CHARON_EXTRA_RE="parsed IKE_SA_INIT response 0 \[ N\(COOKIE\) \]"
+    run_case "psk cookie $C_IKE/$C_ESP"
+  fi
 
   # IKE SA rekey (RFC 7296 §1.3.2): charon rekeys (rekey_time), then
   # strait-ike does (--ike-lifetime); the CHILD SA moves along unchanged.
