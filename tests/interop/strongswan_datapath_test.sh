@@ -38,13 +38,9 @@ AGENT=$(realpath "${1:?usage: $0 PATH/TO/strait-agent}")
 CHARON=/usr/lib/ipsec/charon
 SWANCTL=/usr/sbin/swanctl
 IPERF_SECONDS=${IPERF_SECONDS:-3}
-for tool in "$CHARON" "$SWANCTL" ip unshare python3 iperf3 ping curl; do
-  command -v "$tool" >/dev/null || { echo "FAIL: $tool not installed (tools/setup.sh)"; exit 1; }
-done
-if [[ $(id -u) -ne 0 ]]; then
-  echo "FAIL: needs root (network namespaces)"
-  exit 1
-fi
+source "$(dirname "$0")/strongswan_lib.sh" || { echo "FAIL: no strongswan_lib.sh"; exit 1; }
+require_tools "$CHARON" "$SWANCTL" ip unshare python3 iperf3 ping curl
+require_root
 
 # Unix socket paths are limited to 108 bytes, Bazel's TEST_TMPDIR is long.
 WORK=$(mktemp -d /tmp/strait-sdp.XXXXXX)
@@ -55,253 +51,35 @@ AGENT_PID=
 IPERF_PID=
 METRICS=192.0.2.2:9444
 TUNNEL=to-charon
-
-cleanup() {
-  local p
-  for p in $IPERF_PID $AGENT_PID $CHARON_PID; do kill "$p" 2>/dev/null; done
-  for p in $IPERF_PID $AGENT_PID $CHARON_PID; do wait "$p" 2>/dev/null; done
-  for ns in "$NS_SS" "$NS_ST" "$NS_LSS" "$NS_LST"; do ip netns del "$ns" 2>/dev/null; done
-  if [[ -n ${TEST_UNDECLARED_OUTPUTS_DIR:-} ]]; then cp -r "$WORK" "$TEST_UNDECLARED_OUTPUTS_DIR/" 2>/dev/null; fi
-  if [[ -n ${DATAPATH_KEEP:-} ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
-setup_netns() {
-  local ns
-  for ns in "$NS_SS" "$NS_ST" "$NS_LSS" "$NS_LST"; do
-    ip netns add "$ns" || return 1
-    ip -n "$ns" link set lo up
-  done
-  ip link add "sdu$TAG" netns "$NS_SS" type veth peer name "sdv$TAG" netns "$NS_ST" || return 1
-  ip -n "$NS_SS" addr add 192.0.2.1/24 dev "sdu$TAG"
-  ip -n "$NS_ST" addr add 192.0.2.2/24 dev "sdv$TAG"
-  ip link add "sdl$TAG" netns "$NS_LSS" type veth peer name "sdg$TAG" netns "$NS_SS" || return 1
-  ip link add "sdm$TAG" netns "$NS_LST" type veth peer name "sdh$TAG" netns "$NS_ST" || return 1
-  ip -n "$NS_LSS" addr add 10.1.0.2/24 dev "sdl$TAG"
-  ip -n "$NS_SS" addr add 10.1.0.1/24 dev "sdg$TAG"
-  ip -n "$NS_LST" addr add 10.2.0.2/24 dev "sdm$TAG"
-  ip -n "$NS_ST" addr add 10.2.0.1/24 dev "sdh$TAG"
-  local link dev
-  for link in "$NS_SS sdu$TAG" "$NS_ST sdv$TAG" "$NS_LSS sdl$TAG" "$NS_SS sdg$TAG" \
-    "$NS_LST sdm$TAG" "$NS_ST sdh$TAG"; do
-    read -r ns dev <<<"$link"
-    ip -n "$ns" link set "$dev" up || return 1
-  done
-  ip -n "$NS_LSS" route add default via 10.1.0.1
-  ip -n "$NS_LST" route add default via 10.2.0.1
-  for ns in "$NS_SS" "$NS_ST"; do
-    ip netns exec "$ns" sh -c "echo 1 >/proc/sys/net/ipv4/ip_forward" || return 1
-  done
-}
-
 PSK="strongswan datapath interop key 0123456789"
+CLEANUP_PIDS=(IPERF_PID AGENT_PID CHARON_PID)
+KEEP=${DATAPATH_KEEP:-}
+trap_cleanup
 
 # --- charon ---
 
-cat >"$WORK/strongswan.conf" <<CONF
-charon {
-  load = random nonce openssl gcm aes sha1 sha2 hmac kdf curve25519 kernel-libipsec kernel-netlink socket-default vici
-  install_virtual_ip = no
-  plugins {
-    # kernel-libipsec fakes a NAT to get ESP in UDP, and routes the remote
-    # selectors through its TUN device (ipsec0).
-    kernel-libipsec {
-      raw_esp = yes
-    }
-    vici {
-      socket = unix://$WORK/charon.vici
-    }
-  }
-  filelog {
-    charon {
-      path = $WORK/charon.log
-      default = 1
+write_strongswan_conf \
+  "random nonce openssl gcm aes sha1 sha2 hmac kdf curve25519 kernel-libipsec kernel-netlink socket-default vici" \
+  "" \
+  "default = 1
       ike = 2
       cfg = 1
       knl = 2
-      esp = 1
-      time_format = %T
-      flush_line = yes
-    }
-  }
-  syslog {
-    daemon {
-      default = -1
-    }
-  }
-}
-CONF
-export STRONGSWAN_CONF=$WORK/strongswan.conf
+      esp = 1"
 
-# The service URI is an option of each command, so it goes after the command.
-swanctl() { timeout 30 "$SWANCTL" "$1" --uri "unix://$WORK/charon.vici" "${@:2}"; }
-
-start_charon() {
-  : >"$WORK/charon.log"
-  ip netns exec "$NS_SS" unshare -m sh -c \
-    'mount -t tmpfs tmpfs /run && mkdir -p /run/strongswan && exec "$0"' "$CHARON" \
-    >"$WORK/charon.stdout" 2>&1 &
-  CHARON_PID=$!
-  local _
-  for _ in $(seq 100); do
-    if [[ -S $WORK/charon.vici ]] && swanctl --stats >/dev/null 2>&1; then
-      # swanctl also reads the credential folders beside its file.
-      mkdir -p "$WORK"/swanctl/{x509,x509ca,x509ocsp,x509aa,x509ac,x509crl,pubkey,private,rsa,ecdsa,bliss,pkcs8,pkcs12}
-      cat >"$WORK/swanctl/swanctl.conf" <<CONF
-connections {
-  strait {
-    version = 2
-    local_addrs = 192.0.2.1
-    remote_addrs = 192.0.2.2
-    proposals = $C_IKE
-    local {
-      auth = psk
-      id = charon.strait.test
-    }
-    remote {
-      auth = psk
-      id = strait.strait.test
-    }
-    children {
-      net {
-        local_ts = 10.1.0.0/24
-        remote_ts = 10.2.0.0/24
-        esp_proposals = $C_ESP
-        start_action = none
-      }
-    }
-  }
-}
-secrets {
-  ike-strait {
-    id-1 = charon.strait.test
-    id-2 = strait.strait.test
-    secret = "$PSK"
-  }
-}
-CONF
-      if ! swanctl --load-all --file "$WORK/swanctl/swanctl.conf" >"$WORK/swanctl-load.out" 2>&1 ||
-        grep -qi "fail\|error" "$WORK/swanctl-load.out"; then
-        echo "  swanctl --load-all failed:"; cat "$WORK/swanctl-load.out"; return 1
-      fi
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "  charon did not start:"; tail -n 30 "$WORK/charon.stdout" "$WORK/charon.log"
-  return 1
-}
-
-# --- the Strait agent ---
-
-start_agent() {  # start_agent START_ACTION
-  cat >"$WORK/tunnels.yaml" <<YAML
-kind: Tunnel
-metadata:
-  name: $TUNNEL
-spec:
-  node: strait-gw
-  local:
-    address: 192.0.2.2
-    id: strait.strait.test
-    trafficSelectors: [10.2.0.0/24]
-  remote:
-    address: 192.0.2.1
-    id: charon.strait.test
-    trafficSelectors: [10.1.0.0/24]
-  auth:
-    psk: "$PSK"
-  ike:
-    proposals: [$C_IKE]
-  esp:
-    proposals: [$C_ESP]
-  startAction: $1
-YAML
-  chmod 0600 "$WORK/tunnels.yaml"
-  ip netns exec "$NS_ST" "$AGENT" --node-name strait-gw --intent-file "$WORK/tunnels.yaml" \
-    --enable-ike --dataplane userspace --metrics-listen "$METRICS" --status-interval 1s \
-    --log-level debug >"$WORK/agent.log" 2>&1 &
-  AGENT_PID=$!
-}
+start_charon() { start_charon_daemon && load_psk_conn; }
 
 stop_daemons() {
-  local p
-  for p in $AGENT_PID $CHARON_PID; do kill "$p" 2>/dev/null; done
-  for p in $AGENT_PID $CHARON_PID; do wait "$p" 2>/dev/null; done
-  AGENT_PID=
-  CHARON_PID=
-  rm -f "$WORK/charon.vici"
+  kill_agent
+  kill_charon
 }
 
-metrics() { ip netns exec "$NS_ST" curl -fsS "http://$METRICS/metrics" 2>/dev/null; }
-
-# Sum of a metric's samples whose labels contain all the given label pairs.
-metric_sum() {  # metric_sum FILE NAME [LABEL=VALUE ...]
-  awk -v name="$2" -v want="${*:3}" '
-    BEGIN { n = split(want, w, " ") }
-    $1 ~ "^" name "(\\{|$)" {
-      ok = 1
-      for (i = 1; i <= n; i++) { split(w[i], kv, "="); if (index($1, kv[1] "=\"" kv[2] "\"") == 0) ok = 0 }
-      if (ok) s += $2
-    }
-    END { printf "%d\n", s }' "$1"
-}
-
-# Both ends have the CHILD SA: the agent counts one, charon lists it
-# INSTALLED.
-wait_installed() {
-  local _
-  for _ in $(seq 150); do
-    if metrics >"$WORK/metrics.txt" && (($(metric_sum "$WORK/metrics.txt" strait_agent_child_sas) >= 1)) &&
-      swanctl --list-sas >"$WORK/list-sas.out" 2>&1 && grep -q "INSTALLED" "$WORK/list-sas.out"; then
-      return 0
-    fi
-    kill -0 "$AGENT_PID" 2>/dev/null || { echo "  the agent exited"; return 1; }
-    sleep 0.2
-  done
-  echo "  no CHILD SA on both sides within 30 s"
-  return 1
-}
+wait_installed() { wait_child_sa 30 0.2; }
 
 show_logs() {
   echo "--- swanctl --initiate:"; cat "$WORK/initiate.out" 2>/dev/null
   echo "--- swanctl --list-sas:"; swanctl --list-sas 2>&1
-  echo "--- agent metrics (ESP, SAs):"
-  metrics | grep -E '^strait_agent_(tunnel_esp|sa_|child_sas|ike_sas|ike_handshakes|dataplane)' | grep -v ' 0$'
-  echo "--- agent log (tail):"; tail -n 60 "$WORK/agent.log"
-  echo "--- charon log (tail):"; tail -n 80 "$WORK/charon.log"
-  local f
-  for f in "$WORK"/ping-*.out "$WORK"/iperf-*.err; do
-    [[ -s $f ]] && { echo "--- $(basename "$f"):"; tail -n 10 "$f"; }
-  done
-}
-
-ping_from() {  # ping_from NAMESPACE ADDRESS NAME
-  ip netns exec "$1" ping -c 4 -i 0.2 -W 2 "$2" >"$WORK/ping-$3.out" 2>&1 &&
-    ip netns exec "$1" ping -c 2 -i 0.2 -W 2 -s 1300 "$2" >>"$WORK/ping-$3.out" 2>&1 ||
-    { echo "  ping $3 ($2) failed"; return 1; }
-}
-
-# iperf3 TCP from CLIENT_NS to the server in SERVER_NS at ADDRESS; prints
-# the bytes the server received.
-iperf_to() {  # iperf_to CLIENT_NS SERVER_NS ADDRESS NAME
-  ip netns exec "$2" iperf3 -s -1 -p 5201 >"$WORK/iperf-$4-server.out" 2>&1 &
-  IPERF_PID=$!
-  local _
-  for _ in $(seq 50); do
-    ip netns exec "$2" ss -ltn 2>/dev/null | grep -q ':5201 ' && break
-    sleep 0.1
-  done
-  if ! ip netns exec "$1" timeout $((IPERF_SECONDS + 20)) iperf3 --connect-timeout 5000 -c "$3" -p 5201 -t "$IPERF_SECONDS" -J \
-    >"$WORK/iperf-$4.json" 2>"$WORK/iperf-$4.err"; then
-    echo "  iperf3 $4 failed: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("error",""))' "$WORK/iperf-$4.json" 2>/dev/null)" >&2
-    kill "$IPERF_PID" 2>/dev/null; wait "$IPERF_PID" 2>/dev/null; IPERF_PID=
-    return 1
-  fi
-  wait "$IPERF_PID" 2>/dev/null
-  IPERF_PID=
-  python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["end"]; print(e["sum_received"]["bytes"], int(e["sum_received"]["bits_per_second"]/1e6))' "$WORK/iperf-$4.json"
+  show_agent_logs
 }
 
 # The counters after the traffic: Strait's per-tunnel and per-SA ESP
@@ -380,16 +158,6 @@ udp_rcvbuf_errors() {  # udp_rcvbuf_errors NAMESPACE
   ip netns exec "$1" awk '$1 == "Udp:" { if (!n++) { for (i = 2; i <= NF; i++) col[$i] = i } else print $col["RcvbufErrors"] }' /proc/net/snmp
 }
 
-FAILED=()
-PASSED=()
-record() {  # record NAME STATUS
-  if [[ $2 -eq 0 ]]; then
-    PASSED+=("$1"); echo "PASS: $1"
-  else
-    FAILED+=("$1"); echo "FAIL: $1"; show_logs
-  fi
-}
-
 # charon deletes the CHILD SA and creates a new one in the same IKE SA
 # (CREATE_CHILD_SA without REKEY_SA), as it does after a CHILD SA's hard
 # expiry or on `swanctl --terminate --child` and `--initiate --child`.
@@ -455,43 +223,21 @@ rekey_ike() {
 }
 
 run_case() {  # run_case ROLE NAME [recreate|ike-rekey]: Strait's role
-  local role=$1 name="strait $1, $2" status=0 out
+  local role=$1 name="strait $1, $2" status=0
   [[ $name == *"${DATAPATH_ONLY:-}"* ]] || return 0
   echo "=== $name"
   rm -f "$WORK"/initiate.out "$WORK"/ping-*.out "$WORK"/iperf-*
   if ! start_charon; then record "$name" 1; stop_daemons; return; fi
   if [[ $role == initiator ]]; then
-    start_agent start
+    start_agent_and_initiate start
   else
-    start_agent add
-    sleep 0.5
-    swanctl --initiate --ike strait --child net --timeout 20 >"$WORK/initiate.out" 2>&1 ||
-      { echo "  swanctl --initiate failed"; status=1; }
+    start_agent_and_initiate add || status=1
   fi
   [[ $status -eq 0 ]] && { wait_installed || status=1; }
   [[ $status -eq 0 && ${3:-} == recreate ]] && { recreate_child || status=1; }
   [[ $status -eq 0 && ${3:-} == ike-rekey ]] && { rekey_ike || status=1; }
-  if [[ $status -eq 0 ]]; then
-    ping_from "$NS_LSS" 10.2.0.2 charon-side || status=1
-    ping_from "$NS_LST" 10.1.0.2 strait-side || status=1
-  fi
-  local to_strait=0 to_charon=0 mbps_a=0 mbps_b=0
-  if [[ $status -eq 0 ]]; then
-    if out=$(iperf_to "$NS_LSS" "$NS_LST" 10.2.0.2 to-strait); then
-      read -r to_strait mbps_a <<<"$out"
-    else
-      status=1
-    fi
-    if out=$(iperf_to "$NS_LST" "$NS_LSS" 10.1.0.2 to-charon); then
-      read -r to_charon mbps_b <<<"$out"
-    else
-      status=1
-    fi
-    ((to_strait > 0 && to_charon > 0)) || { echo "  iperf3 moved nothing one way"; status=1; }
-    echo "  iperf3 ${IPERF_SECONDS}s: charon side -> strait side $to_strait bytes ($mbps_a Mbit/s)," \
-      "strait side -> charon side $to_charon bytes ($mbps_b Mbit/s)"
-  fi
-  [[ $status -eq 0 ]] && { check_counters "$to_strait" "$to_charon" || status=1; }
+  [[ $status -eq 0 ]] && { run_traffic || status=1; }
+  [[ $status -eq 0 ]] && { check_counters "$TO_STRAIT" "$TO_CHARON" || status=1; }
   # Where the packets that the SA counters miss went: UDP receive buffer
   # overflows on each gateway (ESP in UDP arrives there).
   echo "  UDP receive buffer errors: charon's gateway $(udp_rcvbuf_errors "$NS_SS")," \
@@ -500,7 +246,7 @@ run_case() {  # run_case ROLE NAME [recreate|ike-rekey]: Strait's role
   stop_daemons
 }
 
-setup_netns || { echo "FAIL: cannot set up the namespaces"; exit 1; }
+setup_netns sd "$TAG" || { echo "FAIL: cannot set up the namespaces"; exit 1; }
 START=$SECONDS
 for suite in gcm cbc; do
   case $suite in
@@ -517,7 +263,4 @@ for role in initiator responder; do
   run_case "$role" "ESP $C_ESP, IKE SA rekeyed by charon" ike-rekey
 done
 
-echo
-echo "passed: ${#PASSED[@]}, failed: ${#FAILED[@]}, $((SECONDS - START)) s"
-for f in "${FAILED[@]}"; do echo "  failed: $f"; done
-[[ ${#FAILED[@]} -eq 0 && ${#PASSED[@]} -gt 0 ]]
+summary

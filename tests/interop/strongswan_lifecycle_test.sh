@@ -45,13 +45,9 @@ set -uo pipefail
 AGENT=$(realpath "${1:?usage: $0 PATH/TO/strait-agent}")
 CHARON=/usr/lib/ipsec/charon
 SWANCTL=/usr/sbin/swanctl
-for tool in "$CHARON" "$SWANCTL" ip unshare python3 ping curl; do
-  command -v "$tool" >/dev/null || { echo "FAIL: $tool not installed (tools/setup.sh)"; exit 1; }
-done
-if [[ $(id -u) -ne 0 ]]; then
-  echo "FAIL: needs root (network namespaces)"
-  exit 1
-fi
+source "$(dirname "$0")/strongswan_lib.sh" || { echo "FAIL: no strongswan_lib.sh"; exit 1; }
+require_tools "$CHARON" "$SWANCTL" ip unshare python3 ping curl
+require_root
 
 # Unix socket paths are limited to 108 bytes, Bazel's TEST_TMPDIR is long.
 WORK=$(mktemp -d /tmp/strait-slc.XXXXXX)
@@ -61,93 +57,29 @@ CHARON_PID=
 AGENT_PID=
 PING_PID=
 METRICS=192.0.2.2:9444
+METRICS_TIMEOUT=5
 TUNNEL=to-charon
 PSK="strongswan lifecycle interop key 0123456789"
-
-cleanup() {
-  local p
-  for p in $PING_PID $AGENT_PID $CHARON_PID; do kill "$p" 2>/dev/null; done
-  for p in $PING_PID $AGENT_PID $CHARON_PID; do wait "$p" 2>/dev/null; done
-  for ns in "$NS_SS" "$NS_ST" "$NS_LSS" "$NS_LST"; do ip netns del "$ns" 2>/dev/null; done
-  if [[ -n ${TEST_UNDECLARED_OUTPUTS_DIR:-} ]]; then cp -r "$WORK" "$TEST_UNDECLARED_OUTPUTS_DIR/" 2>/dev/null; fi
-  if [[ -n ${INTEROP_KEEP:-} ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
-setup_netns() {
-  local ns
-  for ns in "$NS_SS" "$NS_ST" "$NS_LSS" "$NS_LST"; do
-    ip netns add "$ns" || return 1
-    ip -n "$ns" link set lo up
-  done
-  ip link add "slu$TAG" netns "$NS_SS" type veth peer name "slv$TAG" netns "$NS_ST" || return 1
-  ip -n "$NS_SS" addr add 192.0.2.1/24 dev "slu$TAG"
-  ip -n "$NS_ST" addr add 192.0.2.2/24 dev "slv$TAG"
-  ip link add "sll$TAG" netns "$NS_LSS" type veth peer name "slg$TAG" netns "$NS_SS" || return 1
-  ip link add "slm$TAG" netns "$NS_LST" type veth peer name "slh$TAG" netns "$NS_ST" || return 1
-  ip -n "$NS_LSS" addr add 10.1.0.2/24 dev "sll$TAG"
-  ip -n "$NS_SS" addr add 10.1.0.1/24 dev "slg$TAG"
-  ip -n "$NS_LST" addr add 10.2.0.2/24 dev "slm$TAG"
-  ip -n "$NS_ST" addr add 10.2.0.1/24 dev "slh$TAG"
-  local link dev
-  for link in "$NS_SS slu$TAG" "$NS_ST slv$TAG" "$NS_LSS sll$TAG" "$NS_SS slg$TAG" \
-    "$NS_LST slm$TAG" "$NS_ST slh$TAG"; do
-    read -r ns dev <<<"$link"
-    ip -n "$ns" link set "$dev" up || return 1
-  done
-  ip -n "$NS_LSS" route add default via 10.1.0.1
-  ip -n "$NS_LST" route add default via 10.2.0.1
-  for ns in "$NS_SS" "$NS_ST"; do
-    ip netns exec "$ns" sh -c "echo 1 >/proc/sys/net/ipv4/ip_forward" || return 1
-  done
-}
+CLEANUP_PIDS=(PING_PID AGENT_PID CHARON_PID)
+KEEP=${INTEROP_KEEP:-}
+trap_cleanup
 
 # --- charon ---
 
 # Short retransmissions (1, 1.4, 2 s, then give up) so that charon's DPD
-# notices a dead agent within seconds.
-cat >"$WORK/strongswan.conf" <<CONF
-charon {
-  load = random nonce openssl gcm aes sha1 sha2 hmac kdf curve25519 kernel-libipsec kernel-netlink socket-default vici
-  install_virtual_ip = no
-  retransmit_timeout = 1.0
+# notices a dead agent within seconds. A rekeyed CHILD SA lingers (DELETED,
+# inbound only) delete_rekeyed_delay for late packets; 5 s by default.
+write_strongswan_conf \
+  "random nonce openssl gcm aes sha1 sha2 hmac kdf curve25519 kernel-libipsec kernel-netlink socket-default vici" \
+  "retransmit_timeout = 1.0
   retransmit_base = 1.4
   retransmit_tries = 2
-  # A rekeyed CHILD SA lingers (DELETED, inbound only) this long for late
-  # packets; 5 s by default.
-  delete_rekeyed_delay = 1
-  plugins {
-    kernel-libipsec {
-      raw_esp = yes
-    }
-    vici {
-      socket = unix://$WORK/charon.vici
-    }
-  }
-  filelog {
-    charon {
-      path = $WORK/charon.log
-      append = yes
+  delete_rekeyed_delay = 1" \
+  "append = yes
       default = 1
       ike = 2
       cfg = 1
-      knl = 1
-      time_format = %T
-      flush_line = yes
-    }
-  }
-  syslog {
-    daemon {
-      default = -1
-    }
-  }
-}
-CONF
-export STRONGSWAN_CONF=$WORK/strongswan.conf
-
-# The service URI is an option of each command, so it goes after the command.
-swanctl() { timeout 30 "$SWANCTL" "$1" --uri "unix://$WORK/charon.vici" "${@:2}"; }
+      knl = 1"
 
 # The case's settings; new_case sets the defaults.
 new_case() {
@@ -162,132 +94,10 @@ new_case() {
 }
 
 start_charon() {  # start_charon [append]: "append" keeps the log
-  [[ ${1:-} == append ]] || : >"$WORK/charon.log"
-  rm -f "$WORK/charon.vici"
-  ip netns exec "$NS_SS" unshare -m sh -c \
-    'mount -t tmpfs tmpfs /run && mkdir -p /run/strongswan && exec "$0"' "$CHARON" \
-    >>"$WORK/charon.stdout" 2>&1 &
-  CHARON_PID=$!
-  local _
-  for _ in $(seq 100); do
-    if [[ -S $WORK/charon.vici ]] && swanctl --stats >/dev/null 2>&1; then
-      mkdir -p "$WORK"/swanctl/{x509,x509ca,x509ocsp,x509aa,x509ac,x509crl,pubkey,private,rsa,ecdsa,bliss,pkcs8,pkcs12}
-      cat >"$WORK/swanctl/swanctl.conf" <<CONF
-connections {
-  strait {
-    version = 2
-    local_addrs = 192.0.2.1
-    remote_addrs = 192.0.2.2
-    proposals = $C_IKE
-    $C_CONN_EXTRA
-    local {
-      auth = psk
-      id = charon.strait.test
-    }
-    remote {
-      auth = psk
-      id = strait.strait.test
-    }
-    children {
-      net {
-        local_ts = 10.1.0.0/24
-        remote_ts = 10.2.0.0/24
-        esp_proposals = $C_ESP
-        start_action = none
-        $C_CHILD_EXTRA
-      }
-    }
-  }
-}
-secrets {
-  ike-strait {
-    id-1 = charon.strait.test
-    id-2 = strait.strait.test
-    secret = "$PSK"
-  }
-}
-CONF
-      if ! swanctl --load-all --file "$WORK/swanctl/swanctl.conf" >"$WORK/swanctl-load.out" 2>&1 ||
-        grep -qi "fail\|error" "$WORK/swanctl-load.out"; then
-        echo "  swanctl --load-all failed:"; cat "$WORK/swanctl-load.out"; return 1
-      fi
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "  charon did not start:"; tail -n 30 "$WORK/charon.stdout" "$WORK/charon.log"
-  return 1
+  start_charon_daemon "${1:-}" && load_psk_conn
 }
 
-kill_charon() {  # kill_charon [SIGNAL]
-  [[ -n $CHARON_PID ]] || return 0
-  kill "-${1:-TERM}" "$CHARON_PID" 2>/dev/null
-  wait "$CHARON_PID" 2>/dev/null
-  CHARON_PID=
-  rm -f "$WORK/charon.vici"
-}
-
-# --- the Strait agent ---
-
-write_intent() {  # write_intent FILE [other]: "other" names a tunnel to elsewhere
-  local name=$TUNNEL remote=192.0.2.1
-  [[ ${2:-} == other ]] && name=elsewhere remote=192.0.2.9
-  cat >"$1" <<YAML
-kind: Tunnel
-metadata:
-  name: $name
-spec:
-  node: strait-gw
-  local:
-    address: 192.0.2.2
-    id: strait.strait.test
-    trafficSelectors: [10.2.0.0/24]
-  remote:
-    address: $remote
-    id: charon.strait.test
-    trafficSelectors: [10.1.0.0/24]
-  auth:
-    psk: "$PSK"
-  ike:
-    proposals: [$C_IKE]
-  esp:
-    proposals: [$C_ESP]
-    $A_ESP_EXTRA
-  dpd: $A_DPD
-  natTraversal: $A_NAT
-  startAction: $([[ ${2:-} == other ]] && echo add || echo "$A_START")
-YAML
-  chmod 0600 "$1"
-}
-
-start_agent() {
-  write_intent "$WORK/tunnels.yaml"
-  ip netns exec "$NS_ST" "$AGENT" --node-name strait-gw --intent-file "$WORK/tunnels.yaml" \
-    --enable-ike --dataplane userspace --metrics-listen "$METRICS" --status-interval 1s \
-    --log-level debug >"$WORK/agent.log" 2>&1 &
-  AGENT_PID=$!
-}
-
-kill_agent() {  # kill_agent [SIGNAL]
-  [[ -n $AGENT_PID ]] || return 0
-  kill "-${1:-TERM}" "$AGENT_PID" 2>/dev/null
-  wait "$AGENT_PID" 2>/dev/null
-  AGENT_PID=
-}
-
-metrics() { ip netns exec "$NS_ST" curl -fsS --max-time 5 "http://$METRICS/metrics" 2>/dev/null; }
-
-# Sum of a metric's samples whose labels contain all the given label pairs.
-metric_sum() {  # metric_sum FILE NAME [LABEL=VALUE ...]
-  awk -v name="$2" -v want="${*:3}" '
-    BEGIN { n = split(want, w, " ") }
-    $1 ~ "^" name "(\\{|$)" {
-      ok = 1
-      for (i = 1; i <= n; i++) { split(w[i], kv, "="); if (index($1, kv[1] "=\"" kv[2] "\"") == 0) ok = 0 }
-      if (ok) s += $2
-    }
-    END { printf "%d\n", s }' "$1"
-}
+# --- the Strait agent (start_agent, kill_agent: strongswan_lib.sh) ---
 
 m() {  # m NAME [LABEL=VALUE ...]: from a fresh scrape
   metrics >"$WORK/metrics.txt" || { echo -1; return; }
@@ -374,25 +184,10 @@ show_logs() {
   echo "--- charon log (tail):"; tail -n 60 "$WORK/charon.log"
 }
 
-FAILED=()
-PASSED=()
-record() {  # record NAME STATUS SECONDS
-  if [[ $2 -eq 0 ]]; then
-    PASSED+=("$1"); echo "PASS: $1 (${3}s)"
-  else
-    FAILED+=("$1"); echo "FAIL: $1 (${3}s)"; show_logs
-  fi
-}
-
 # Brings the tunnel up: Strait initiating (A_START=start) or charon.
 establish() {
   start_charon || return 1
-  start_agent
-  if [[ $A_START == add ]]; then
-    sleep 0.5
-    swanctl --initiate --ike strait --child net --timeout 20 >"$WORK/initiate.out" 2>&1 ||
-      { echo "  swanctl --initiate failed:"; tail -n 5 "$WORK/initiate.out"; return 1; }
-  fi
+  start_agent_and_initiate "$A_START" || return 1
   BEFORE=$(wait_installed) || return 1
   echo "  up: $BEFORE"
   ping_ok before
@@ -571,7 +366,7 @@ delete_by_strait_case() {  # delete_by_strait_case remove|shutdown
   establish || return 1
   local status=0
   if [[ $1 == remove ]]; then
-    write_intent "$WORK/tunnels.yaml" other
+    write_intent "$WORK/tunnels.yaml" add elsewhere 192.0.2.9
     kill -HUP "$AGENT_PID"
     wait_for 5 agent_logged "tunnel stopped" || { echo "  the agent did not stop the tunnel"; return 1; }
   else
@@ -642,7 +437,7 @@ run_case() {  # run_case NAME FUNCTION [ARGS...]
   kill_charon
 }
 
-setup_netns || { echo "FAIL: cannot set up the namespaces"; exit 1; }
+setup_netns sl "$TAG" || { echo "FAIL: cannot set up the namespaces"; exit 1; }
 START=$SECONDS
 run_case "CHILD SA rekey by charon, no PFS" rekey_case charon nopfs
 run_case "CHILD SA rekey by charon, PFS" rekey_case charon pfs
@@ -657,7 +452,4 @@ run_case "DELETE: Strait shuts down" delete_by_strait_case shutdown
 run_case "NAT-T: Strait forces encapsulation" nat_force_case
 run_case "NAT-T: charon forces encapsulation" nat_charon_encap_case
 
-echo
-echo "passed: ${#PASSED[@]}, failed: ${#FAILED[@]}, $((SECONDS - START)) s"
-for f in "${FAILED[@]}"; do echo "  failed: $f"; done
-[[ ${#FAILED[@]} -eq 0 && ${#PASSED[@]} -gt 0 ]]
+summary
