@@ -228,11 +228,8 @@ run_case() {  # run_case ROLE NAME [recreate|ike-rekey]: Strait's role
   echo "=== $name"
   rm -f "$WORK"/initiate.out "$WORK"/ping-*.out "$WORK"/iperf-*
   if ! start_charon; then record "$name" 1; stop_daemons; return; fi
-  if [[ $role == initiator ]]; then
-    start_agent_and_initiate start
-  else
-    start_agent_and_initiate add || status=1
-  fi
+  # Strait initiates (startAction: start) or charon does (add).
+  start_agent_and_initiate "$([[ $role == initiator ]] && echo start || echo add)" || status=1
   [[ $status -eq 0 ]] && { wait_installed || status=1; }
   [[ $status -eq 0 && ${3:-} == recreate ]] && { recreate_child || status=1; }
   [[ $status -eq 0 && ${3:-} == ike-rekey ]] && { rekey_ike || status=1; }

@@ -216,11 +216,8 @@ run_case() {  # run_case ROLE: Strait's role
   echo "=== $name"
   rm -f "$WORK"/initiate.out "$WORK"/ping-*.out "$WORK"/iperf-*
   if ! start_charon; then record "$name" 1; stop_daemons; return; fi
-  if [[ $role == initiator ]]; then
-    start_agent_and_initiate start
-  else
-    start_agent_and_initiate add || status=1
-  fi
+  # Strait initiates (startAction: start) or charon does (add).
+  start_agent_and_initiate "$([[ $role == initiator ]] && echo start || echo add)" || status=1
   [[ $status -eq 0 ]] && { wait_installed || status=1; }
   echo "  CHILD SA installed at both ends after $((SECONDS - start)) s"
   [[ $status -eq 0 ]] && { run_traffic || status=1; }
