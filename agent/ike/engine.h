@@ -362,8 +362,11 @@ class Engine {
   virtual std::optional<absl::Time> next_ike_rekey() const = 0;
   // The current IKE SA's SPIs (initiator's, responder's; 0 while unknown).
   virtual std::pair<uint64_t, uint64_t> ike_spis() const = 0;
-  // Our SPIs (the dispatch keys) of the current IKE SA and of the ones a
-  // rekey replaced that are not deleted yet. Empty before we chose one.
+  // Our SPIs (the dispatch keys) of the current IKE SA, of the ones a
+  // rekey replaced that are not deleted yet (or that the peer deleted and
+  // that still answer its retransmitted DELETE for a while), and of the
+  // peer's new SA in a rekey collision not settled yet. The current one
+  // first. Empty before we chose one.
   virtual std::vector<uint64_t> local_spis() const = 0;
   // Replaced IKE SAs still kept (until their DELETE exchange or timeout).
   virtual size_t old_ike_sa_count() const = 0;

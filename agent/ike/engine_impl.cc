@@ -261,6 +261,7 @@ void EngineImpl::Fail(FailureReason reason, absl::string_view detail) {
   pending_ = false;
   half_open_deadline_.reset();
   old_sas_.clear();
+  deleted_sas_.clear();
   ike_rekey_task_.reset();
   peer_ike_sa_.reset();
   ike_rekey_at_.reset();
@@ -329,6 +330,27 @@ void EngineImpl::HandleDatagram(absl::Span<const uint8_t> datagram, const Endpoi
     return;
   }
   current_from_ = from;
+  for (DeletedIkeSa& gone : deleted_sas_) {
+    if (m->header.spi_i != gone.spi_i || m->header.spi_r != gone.spi_r) continue;
+    if (!m->header.response && m->header.initiator != gone.initiator &&
+        m->header.message_id == gone.message_id &&
+        absl::MakeConstSpan(gone.request) == datagram) {
+      ++counters_.responses_resent;
+      for (const Bytes& d : gone.response) {
+        ++counters_.datagrams_sent;
+        datagrams_.push_back(OutboundDatagram{d, from});
+      }
+    } else {
+      ++counters_.stale_dropped;
+    }
+    return;
+  }
+  if (!m->header.response && peer_ike_sa_.has_value() && m->header.spi_i == peer_ike_sa_->spi_i &&
+      m->header.spi_r == peer_ike_sa_->spi_r && !PeerDeletesItsNewSa(*m, datagram)) {
+    // Its new SA is not ours yet: the peer sends again.
+    ++counters_.unexpected_dropped;
+    return;
+  }
   for (OldIkeSa& old : old_sas_) {
     if (m->header.spi_i == old.sa.spi_i && m->header.spi_r == old.sa.spi_r) {
       if (!m->header.response) reply_to_ = from;
@@ -646,7 +668,9 @@ void EngineImpl::HandleEstablishedRequest(const Message& m, absl::Span<const uin
     ++counters_.ike_rekeys_answered;
     IkeSa next = *std::exchange(peer_ike_sa_, std::nullopt);
     AdoptIkeSa(std::move(next), /*delete_old=*/false);
-    // The old SA is deleted now: answered above.
+    // The old SA is deleted now: answered above (the answer stays for
+    // retransmissions of the DELETE).
+    KeepDeletedSaAnswer(old_sas_.back());
     old_sas_.pop_back();
     SendQueued();
   } else if (delete_ike) {
@@ -965,6 +989,7 @@ void EngineImpl::Deleted(bool by_peer, absl::string_view detail) {
   pending_ = false;
   request_deadline_.reset();
   old_sas_.clear();
+  deleted_sas_.clear();
   ike_rekey_task_.reset();
   peer_ike_sa_.reset();
   ike_rekey_at_.reset();
@@ -1135,6 +1160,7 @@ std::optional<absl::Time> EngineImpl::NextDeadline() const {
   if (state_ == State::kEstablished && !pending_ && ike_rekey_at_.has_value()) {
     take(*ike_rekey_at_);
   }
+  for (const DeletedIkeSa& d : deleted_sas_) take(d.until);
   for (const OldIkeSa& old : old_sas_) {
     take(old.give_up);
     if (old.deleting) take(old.retransmit_at);
@@ -1151,6 +1177,12 @@ std::vector<uint64_t> EngineImpl::local_spis() const {
   if (current != 0) out.push_back(current);
   for (const OldIkeSa& old : old_sas_)
     out.push_back(old.sa.initiator ? old.sa.spi_i : old.sa.spi_r);
+  // The peer's new SA of a rekey we answered while ours is out (its DELETE
+  // may come over it), and deleted SAs that still answer retransmissions.
+  if (peer_ike_sa_.has_value()) {
+    out.push_back(peer_ike_sa_->initiator ? peer_ike_sa_->spi_i : peer_ike_sa_->spi_r);
+  }
+  for (const DeletedIkeSa& d : deleted_sas_) out.push_back(d.initiator ? d.spi_i : d.spi_r);
   return out;
 }
 
@@ -1431,11 +1463,55 @@ void EngineImpl::HandleOldSaMessage(OldIkeSa& old, const Message& m,
   if (delete_ike) {
     LOG_INFO("old IKE SA deleted by the peer")
         .With("spi_i", absl::StrFormat("%016x", old.sa.spi_i));
+    KeepDeletedSaAnswer(old);
     drop(&old);
   }
 }
 
+void EngineImpl::KeepDeletedSaAnswer(OldIkeSa& old) {
+  if (!old.have_cached) return;
+  // The peer gives up on its DELETE after its retransmission schedule
+  // (strongSwan: about two minutes; ours: the DPD timeout); ours is the
+  // best guess of it, within our own DPD timeout.
+  absl::Duration window;
+  for (absl::Duration d : config_.retransmit_timeouts) window += d;
+  window = std::min(window, config_.dpd_timeout);
+  DeletedIkeSa gone;
+  gone.spi_i = old.sa.spi_i;
+  gone.spi_r = old.sa.spi_r;
+  gone.initiator = old.sa.initiator;
+  gone.message_id = old.cached_message_id;
+  gone.request = std::move(old.cached_request);
+  gone.response = std::move(old.cached_response);
+  gone.until = clock_.Now() + window;
+  deleted_sas_.push_back(std::move(gone));
+}
+
+bool EngineImpl::PeerDeletesItsNewSa(const Message& m, absl::Span<const uint8_t> datagram) {
+  if (m.header.exchange_type != kExchangeInformational || m.header.message_id != 0 ||
+      m.header.initiator == peer_ike_sa_->initiator || reassembled_) {
+    return false;
+  }
+  absl::StatusOr<Message> plain = Decrypt(*peer_ike_sa_, m, datagram);
+  if (!plain.ok()) return false;
+  const bool delete_ike =
+      std::any_of(plain->payloads.begin(), plain->payloads.end(), [](const Payload& p) {
+        const auto* d = std::get_if<DeletePayload>(&p.body);
+        return d != nullptr && d->protocol_id == kProtocolIke;
+      });
+  if (!delete_ike) return false;
+  // The peer lost the collision: ours survives once its response comes,
+  // as if the peer had never rekeyed.
+  LOG_INFO("IKE SA rekey collision won: the peer deletes its new SA before our response");
+  ++counters_.rekey_collisions;
+  RetireIkeSa(*std::exchange(peer_ike_sa_, std::nullopt), /*delete_it=*/false, 0);
+  return true;
+}
+
 void EngineImpl::TickOldSas(absl::Time now) {
+  deleted_sas_.erase(std::remove_if(deleted_sas_.begin(), deleted_sas_.end(),
+                                    [now](const DeletedIkeSa& d) { return now >= d.until; }),
+                     deleted_sas_.end());
   for (auto it = old_sas_.begin(); it != old_sas_.end();) {
     if (now >= it->give_up) {
       LOG_INFO(it->deleting ? "old IKE SA dropped: no answer to our DELETE"

@@ -153,6 +153,15 @@ class EngineImpl : public Engine {
   void RetireIkeSa(IkeSa sa, bool delete_it, uint32_t message_id);
   void HandleOldSaMessage(OldIkeSa& old, const Message& m, absl::Span<const uint8_t> datagram,
                           const Endpoint& from);
+  // The peer's DELETE of the new SA that it made in a rekey collision we
+  // answered (it lost, RFC 7296 §2.8.2) may come before the response to
+  // our own rekey: the SA is retired then, to be answered as an old one.
+  bool PeerDeletesItsNewSa(const Message& m, absl::Span<const uint8_t> datagram);
+  // An old SA the peer deleted: its DELETE was answered, and that answer
+  // goes again to retransmissions of the DELETE (whose answer was lost)
+  // for the retransmission window, instead of the peer retransmitting
+  // into silence until its DPD timeout.
+  void KeepDeletedSaAnswer(OldIkeSa& old);
   void TickOldSas(absl::Time now);
   void ScheduleIkeRekey();
   // Whether our own IKE SA rekey (or the peer's, which we answered while
@@ -240,6 +249,18 @@ class EngineImpl : public Engine {
   std::optional<absl::Time> ike_rekey_at_;
   bool ike_rekey_requested_ = false;
   std::vector<OldIkeSa> old_sas_;
+  // Old IKE SAs the peer deleted, kept only to answer its retransmitted
+  // DELETE from the cache until `until` (no keys kept).
+  struct DeletedIkeSa {
+    uint64_t spi_i = 0;
+    uint64_t spi_r = 0;
+    bool initiator = false;  // Our role in it.
+    uint32_t message_id = 0;
+    Bytes request;
+    std::vector<Bytes> response;
+    absl::Time until;
+  };
+  std::vector<DeletedIkeSa> deleted_sas_;
 
   // The last request we answered and our answer.
   bool have_cached_ = false;

@@ -104,6 +104,8 @@ struct Side {
   absl::Duration dpd_timeout = absl::Seconds(150);
   absl::Duration rekey_after = absl::ZeroDuration();
   absl::Duration rekey_fuzz = absl::ZeroDuration();
+  absl::Duration ike_rekey_after = absl::ZeroDuration();
+  absl::Duration ike_rekey_fuzz = absl::ZeroDuration();
 };
 
 // A tunnel between two engines: `i` initiates, `r` responds.
@@ -241,6 +243,8 @@ class World {
     c.dpd_timeout = side.dpd_timeout;
     c.child_rekey_after = side.rekey_after;
     c.rekey_fuzz = side.rekey_fuzz;
+    c.ike_rekey_after = side.ike_rekey_after;
+    c.ike_rekey_fuzz = side.ike_rekey_fuzz;
     return c;
   }
 
@@ -538,6 +542,158 @@ TEST_F(SimulationTest, RekeyCollisionsSettleOnOneSa) {
   if (seeds_run_ >= 100) {
     EXPECT_GT(seeds_with_collisions, seeds_run_ / 3);
   }
+}
+
+// --- (c2) IKE SA rekeys, with CHILD SA rekeys and crossings ---
+
+// Our failed IKE SA rekeys, by what the peer said.
+void CountIkeRekeyFailures(const SimNetwork& net, const Tunnel& t,
+                           std::map<std::string, int>& out) {
+  for (int n : {t.i, t.r}) {
+    for (const sim::TimedEvent& e : net.events(n)) {
+      if (e.event.kind == Kind::kIkeSaRekeyFailed) ++out[e.event.detail];
+    }
+  }
+}
+
+// The CHILD SAs an end installed: the first one, and one for each CHILD SA
+// rekey it made or answered (two for a collision, one of them deleted).
+// An IKE SA rekey moves the CHILD SAs as they are and installs nothing.
+void ExpectChildSasOnlyFromChildRekeys(SimNetwork& net, int node) {
+  const EngineCounters& c = net.engine(node).counters();
+  EXPECT_EQ(net.sink(node).history().size(),
+            1 + c.child_rekeys_initiated + c.child_rekeys_answered)
+      << net.name(node) << " installed a CHILD SA that no CHILD SA rekey made";
+}
+
+// Both ends on the same current IKE SA, the one their last rekey event
+// named, and nothing else: every replaced SA deleted.
+void ExpectOneIkeSa(SimNetwork& net, const Tunnel& t) {
+  EXPECT_EQ(net.engine(t.i).ike_spis(), net.engine(t.r).ike_spis());
+  for (int n : {t.i, t.r}) {
+    EXPECT_EQ(net.engine(n).old_ike_sa_count(), 0u) << net.name(n) << " keeps a replaced IKE SA";
+    // Besides, deleted ones that still answer a retransmitted DELETE.
+    const std::vector<uint64_t> spis = net.engine(n).local_spis();
+    ASSERT_FALSE(spis.empty());
+    const auto [spi_i, spi_r] = net.engine(n).ike_spis();
+    EXPECT_TRUE(spis[0] == spi_i || spis[0] == spi_r) << net.name(n);
+    const EngineEvent* last = nullptr;
+    for (const sim::TimedEvent& e : net.events(n)) {
+      if (e.event.kind == Kind::kIkeSaRekeyed) last = &e.event;
+    }
+    if (last != nullptr) {
+      EXPECT_EQ(net.engine(n).ike_spis(), std::make_pair(last->ike_spi_i, last->ike_spi_r))
+          << net.name(n) << " is not on the IKE SA of its last rekey";
+    }
+  }
+}
+
+TEST_F(SimulationTest, IkeRekeysKeepOneIkeSa) {
+  // Short IKE SA lifetimes on both ends, so that scheduled rekeys cross
+  // now and then, CHILD SA rekeys on one end, both or neither, and rounds
+  // in which both ends rekey the IKE SA at once, or one the IKE SA and the
+  // other a CHILD SA; all over a lossy, duplicating, reordering link.
+  const absl::Duration kIkeRekey = absl::Seconds(30);
+  const absl::Duration kChildRekey = absl::Seconds(45);
+  const absl::Duration kDpdTimeout = absl::Seconds(60);
+  const absl::Duration kRun = absl::Seconds(120);
+  SimNetwork::Options options;
+  // A rekey may wait for a request in flight, then runs its exchange and
+  // the DELETE of the old SA, each ending within the DPD timeout.
+  options.hard_lifetime = kChildRekey + 3 * kDpdTimeout;
+  options.ike_hard_lifetime = kIkeRekey + 3 * kDpdTimeout;
+  // A replaced IKE SA goes with its DELETE exchange, or when the peer's
+  // DELETE does not come within the DPD timeout; one the peer deleted
+  // answers retransmissions of its DELETE for the retransmission window
+  // (31 s) more.
+  options.old_ike_sa_lifetime = kDpdTimeout + absl::Seconds(32);
+  uint64_t ike_rekeys = 0, child_rekeys = 0, collisions = 0, expired = 0;
+  int unchanged_children = 0;
+  absl::Duration max_ike_age, max_old_age;
+  std::map<std::string, int> ike_failures, child_failures;
+  ForEachSeed([&](uint64_t seed) {
+    World w(seed, options);
+    Side i, r;
+    i.dpd_timeout = r.dpd_timeout = kDpdTimeout;
+    for (Side* s : {&i, &r}) {
+      s->ike_rekey_after = kIkeRekey;
+      s->ike_rekey_fuzz = absl::Seconds(w.Chance(0.3) ? 0 : 10);
+    }
+    // CHILD SA rekeys: 0 none, 1 initiator, 2 responder, 3 both.
+    const int child_rekeyers = static_cast<int>(w.rng() % 4);
+    if (child_rekeyers & 1) i.rekey_after = kChildRekey, i.rekey_fuzz = absl::Seconds(10);
+    if (child_rekeyers & 2) r.rekey_after = kChildRekey, r.rekey_fuzz = absl::Seconds(10);
+    if (w.Chance(0.3)) i.ike = r.ike = "aes256-sha256-x25519";  // CBC and HMAC.
+    if (w.Chance(0.3)) i.esp = r.esp = "aes128gcm16-x25519";  // PFS in CHILD SA rekeys.
+    const Tunnel t = w.AddTunnel(1, 2, i, r);
+    Establish(w, t, w.Address(1), w.Address(2));
+    const uint32_t first_child = w.net.sink(t.i).live()[0].sa.inbound_spi;
+    w.RandomizeLink(w.Address(1), w.Address(2), 0.1);
+    // Two rounds of rekeys at once: both ends the IKE SA, or one the IKE SA
+    // and the other the CHILD SA, within a round trip or so.
+    bool manual_child = false;
+    for (int round = 0; round < 2; ++round) {
+      const absl::Duration at = w.UniformDuration(absl::Seconds(5 + 50 * round),
+                                                  absl::Seconds(45 + 50 * round));
+      const absl::Duration gap =
+          w.Chance(0.25) ? absl::ZeroDuration()
+                         : w.UniformDuration(absl::ZeroDuration(), absl::Milliseconds(300));
+      const bool initiator_first = w.Chance(0.5);
+      const int first = initiator_first ? t.i : t.r;
+      const int second = initiator_first ? t.r : t.i;
+      const int kind = static_cast<int>(w.rng() % 3);  // 0: IKE/IKE; 1: IKE/CHILD; 2: CHILD/IKE.
+      manual_child |= kind != 0;
+      w.net.After(at, [&w, first, kind] {
+        // Refused only when the IKE SA is gone, which it must not be.
+        EXPECT_TRUE((kind == 2 ? w.net.engine(first).RekeyChild() : w.net.engine(first).RekeyIke())
+                        .ok());
+      });
+      w.net.After(at + gap, [&w, second, kind] {
+        EXPECT_TRUE((kind == 1 ? w.net.engine(second).RekeyChild() : w.net.engine(second).RekeyIke())
+                        .ok());
+      });
+    }
+    ASSERT_TRUE(w.net.RunFor(kRun));
+    Settle(w.net, absl::Seconds(30));
+    // Then at some moment before every replaced SA left could have timed
+    // out (the rekeys go on meanwhile), each end holds just one IKE SA.
+    auto one_each = [&] {
+      return w.net.in_flight() == 0 && w.net.engine(t.i).old_ike_sa_count() == 0 &&
+             w.net.engine(t.r).old_ike_sa_count() == 0;
+    };
+    ASSERT_TRUE(w.net.RunUntilOr(w.net.now() + options.old_ike_sa_lifetime, one_each));
+    ExpectNoViolations(w.net);
+    ExpectUp(w.net, t);
+    ExpectOneIkeSa(w.net, t);
+    ExpectChildSasOnlyFromChildRekeys(w.net, t.i);
+    ExpectChildSasOnlyFromChildRekeys(w.net, t.r);
+    if (child_rekeyers == 0 && !manual_child) {
+      // No CHILD SA rekey at all: the first CHILD SA is still the one.
+      ++unchanged_children;
+      EXPECT_EQ(w.net.sink(t.i).live()[0].sa.inbound_spi, first_child);
+      EXPECT_EQ(w.net.sink(t.i).history().size(), 1u);
+      EXPECT_EQ(w.net.sink(t.r).history().size(), 1u);
+    }
+    // Every half minute at most, on one end or the other.
+    const uint64_t n = Counter(w.net, t, &EngineCounters::ike_rekeys_initiated);
+    EXPECT_GE(n, 4u) << "the IKE SA was rarely rekeyed";
+    ike_rekeys += n;
+    child_rekeys += Counter(w.net, t, &EngineCounters::child_rekeys_initiated);
+    collisions += Counter(w.net, t, &EngineCounters::rekey_collisions);
+    expired += Counter(w.net, t, &EngineCounters::old_ike_sas_expired);
+    max_ike_age = std::max(max_ike_age, w.net.max_ike_sa_age());
+    max_old_age = std::max(max_old_age, w.net.max_old_ike_sa_age());
+    CountIkeRekeyFailures(w.net, t, ike_failures);
+    CountRekeyFailures(w.net, t, child_failures);
+  });
+  Report("IKE rekeys", seeds_run_,
+         absl::StrCat(ike_rekeys, " IKE SA rekeys, ", child_rekeys, " CHILD SA rekeys, ",
+                      collisions, " collisions, ", unchanged_children,
+                      " runs without CHILD SA rekeys; oldest IKE SA ",
+                      absl::FormatDuration(max_ike_age), ", replaced IKE SA kept up to ",
+                      absl::FormatDuration(max_old_age), ", ", expired,
+                      " dropped without a DELETE exchange; failed IKE SA rekeys: ",
+                      Tally(ike_failures), "; failed CHILD SA rekeys: ", Tally(child_failures)));
 }
 
 // --- (d) Dead peer detection ---

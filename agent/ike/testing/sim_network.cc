@@ -181,7 +181,13 @@ bool SimNetwork::Dispatches(const Node& node, const Bytes& data, const Endpoint&
   const bool from_initiator = (data[kFlagsOffset] & kFlagInitiator) != 0;
   const uint64_t spi_r = ReadSpi(data, 8);
   if (from_initiator && spi_r == 0) return node.remote_address == from.address;
-  return node.local_spi != 0 && node.local_spi == (from_initiator ? spi_r : ReadSpi(data, 0));
+  const uint64_t ours = from_initiator ? spi_r : ReadSpi(data, 0);
+  if (ours == 0) return false;
+  if (node.local_spi == ours) return true;
+  // The runner dispatches by every SPI of ours that the engine still
+  // uses: the current IKE SA's and those of the SAs a rekey replaced.
+  const std::vector<uint64_t> spis = node.engine->local_spis();
+  return std::find(spis.begin(), spis.end(), ours) != spis.end();
 }
 
 void SimNetwork::Route(Node& from, OutboundDatagram d) {
@@ -353,6 +359,50 @@ void SimNetwork::CheckStep() {
                                   i.sa.inbound_spi, i.sa.outbound_spi, absl::FormatDuration(age),
                                   absl::FormatDuration(options_.hard_lifetime)));
       }
+    }
+    if (options_.ike_hard_lifetime != absl::InfiniteDuration() ||
+        options_.old_ike_sa_lifetime != absl::InfiniteDuration()) {
+      CheckIkeSas(*node);
+    }
+  }
+}
+
+void SimNetwork::CheckIkeSas(Node& node) {
+  const Engine::State state = node.engine->state();
+  if (state != Engine::State::kEstablished && state != Engine::State::kDeleting) {
+    node.current_ike_spi = 0;
+    node.old_ike_since.clear();
+    return;
+  }
+  const std::vector<uint64_t> spis = node.engine->local_spis();
+  if (spis.empty()) return;
+  if (spis[0] != node.current_ike_spi) {
+    node.current_ike_spi = spis[0];
+    node.current_ike_since = now();
+  }
+  const absl::Duration age = now() - node.current_ike_since;
+  max_ike_sa_age_ = std::max(max_ike_sa_age_, age);
+  if (age > options_.ike_hard_lifetime && node.ike_reported.insert(spis[0]).second) {
+    Violation(&node, absl::StrFormat("IKE SA %016x current for %s, past its hard lifetime of %s",
+                                     spis[0], absl::FormatDuration(age),
+                                     absl::FormatDuration(options_.ike_hard_lifetime)));
+  }
+  // Forget the replaced SAs that are gone.
+  for (auto it = node.old_ike_since.begin(); it != node.old_ike_since.end();) {
+    if (std::find(spis.begin() + 1, spis.end(), it->first) == spis.end()) {
+      it = node.old_ike_since.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (size_t k = 1; k < spis.size(); ++k) {
+    const absl::Time since = node.old_ike_since.try_emplace(spis[k], now()).first->second;
+    const absl::Duration kept = now() - since;
+    max_old_ike_sa_age_ = std::max(max_old_ike_sa_age_, kept);
+    if (kept > options_.old_ike_sa_lifetime && node.ike_reported.insert(spis[k]).second) {
+      Violation(&node, absl::StrFormat("replaced IKE SA %016x kept for %s, longer than %s",
+                                       spis[k], absl::FormatDuration(kept),
+                                       absl::FormatDuration(options_.old_ike_sa_lifetime)));
     }
   }
 }

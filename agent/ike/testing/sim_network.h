@@ -117,6 +117,11 @@ class SimNetwork {
     LinkFaults faults;
     // No CHILD SA may stay installed longer (checked at every step).
     absl::Duration hard_lifetime = absl::InfiniteDuration();
+    // No IKE SA may stay an engine's current one longer (from when it was
+    // established or adopted by a rekey), and none that a rekey replaced
+    // may be kept longer after it (checked at every step, when set).
+    absl::Duration ike_hard_lifetime = absl::InfiniteDuration();
+    absl::Duration old_ike_sa_lifetime = absl::InfiniteDuration();
     // Steps (deliveries, actions, timer rounds) a run may take in all: more
     // means an engine that keeps asking for the same instant (a livelock).
     int64_t max_steps = 2'000'000;
@@ -134,7 +139,8 @@ class SimNetwork {
   // An engine at `config.local`, its own address (a private one behind a
   // NAT). Several engines may share an address, as the IKE SAs of one host
   // do; datagrams reach them as the runner dispatches: a new IKE_SA_INIT
-  // request by the peer's address, anything else by our IKE SPI in it. The
+  // request by the peer's address, anything else by our IKE SPI in it (of
+  // the current IKE SA or of one a rekey replaced, Engine::local_spis()). The
   // engine listens on the local port and on its NAT-T port, and sends from
   // the NAT-T port once the peer talks to it there or when it sends to
   // that port (as the runner does).
@@ -205,6 +211,10 @@ class SimNetwork {
   const Stats& stats() const { return stats_; }
   // The oldest any CHILD SA got while installed, over every engine.
   absl::Duration max_sa_age() const { return max_sa_age_; }
+  // With the IKE SA checks on: the oldest any current IKE SA got, and the
+  // longest a replaced one was kept.
+  absl::Duration max_ike_sa_age() const { return max_ike_sa_age_; }
+  absl::Duration max_old_ike_sa_age() const { return max_old_ike_sa_age_; }
   // Broken step invariants, with the time and the engine: empty when all
   // is well.
   std::vector<std::string> violations() const;
@@ -225,6 +235,12 @@ class SimNetwork {
     bool floated = false;  // The peer talks to our NAT-T port: we answer from it.
     std::vector<TimedEvent> events;
     std::set<uint32_t> expired;  // Inbound SPIs reported past their hard lifetime.
+    // The current IKE SA (our SPI) and since when; replaced ones still kept,
+    // since when they were seen replaced; IKE SPIs reported.
+    uint64_t current_ike_spi = 0;
+    absl::Time current_ike_since;
+    std::map<uint64_t, absl::Time> old_ike_since;
+    std::set<uint64_t> ike_reported;
   };
   struct Nat {
     Bytes public_address;
@@ -259,6 +275,7 @@ class SimNetwork {
   Nat* NatInFrontOf(const Bytes& address);
   Nat* NatAt(const Bytes& public_address);
   void CheckStep();
+  void CheckIkeSas(Node& node);
   void Violation(const Node* node, const std::string& what);
   void Trace(const std::string& line);
   double Uniform01() { return std::uniform_real_distribution<double>(0, 1)(rng_); }
@@ -278,6 +295,8 @@ class SimNetwork {
   int64_t steps_ = 0;
   Stats stats_;
   absl::Duration max_sa_age_;
+  absl::Duration max_ike_sa_age_;
+  absl::Duration max_old_ike_sa_age_;
   std::vector<std::string> violations_;
 };
 
