@@ -333,8 +333,7 @@ void EngineImpl::HandleDatagram(absl::Span<const uint8_t> datagram, const Endpoi
   for (DeletedIkeSa& gone : deleted_sas_) {
     if (m->header.spi_i != gone.spi_i || m->header.spi_r != gone.spi_r) continue;
     if (!m->header.response && m->header.initiator != gone.initiator &&
-        m->header.message_id == gone.message_id &&
-        absl::MakeConstSpan(gone.request) == datagram) {
+        m->header.message_id == gone.message_id && absl::MakeConstSpan(gone.request) == datagram) {
       ++counters_.responses_resent;
       for (const Bytes& d : gone.response) {
         ++counters_.datagrams_sent;

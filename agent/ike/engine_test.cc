@@ -1745,8 +1745,8 @@ TEST(EngineIkeRekeyTest, OldSasAreDeletedUnderLoss) {
     }
     EXPECT_EQ(pair.initiator().counters().old_ike_sas_expired, 0u);
     EXPECT_EQ(pair.responder().counters().old_ike_sas_expired, 0u);
-    retransmitted_deletes += pair.initiator().counters().responses_resent +
-                             pair.responder().counters().responses_resent;
+    retransmitted_deletes +=
+        pair.initiator().counters().responses_resent + pair.responder().counters().responses_resent;
     ExpectOneMirroredChild(pair);
   }
   EXPECT_GT(retransmitted_deletes, 5);

@@ -561,8 +561,7 @@ void CountIkeRekeyFailures(const SimNetwork& net, const Tunnel& t,
 // An IKE SA rekey moves the CHILD SAs as they are and installs nothing.
 void ExpectChildSasOnlyFromChildRekeys(SimNetwork& net, int node) {
   const EngineCounters& c = net.engine(node).counters();
-  EXPECT_EQ(net.sink(node).history().size(),
-            1 + c.child_rekeys_initiated + c.child_rekeys_answered)
+  EXPECT_EQ(net.sink(node).history().size(), 1 + c.child_rekeys_initiated + c.child_rekeys_answered)
       << net.name(node) << " installed a CHILD SA that no CHILD SA rekey made";
 }
 
@@ -624,7 +623,7 @@ TEST_F(SimulationTest, IkeRekeysKeepOneIkeSa) {
     if (child_rekeyers & 1) i.rekey_after = kChildRekey, i.rekey_fuzz = absl::Seconds(10);
     if (child_rekeyers & 2) r.rekey_after = kChildRekey, r.rekey_fuzz = absl::Seconds(10);
     if (w.Chance(0.3)) i.ike = r.ike = "aes256-sha256-x25519";  // CBC and HMAC.
-    if (w.Chance(0.3)) i.esp = r.esp = "aes128gcm16-x25519";  // PFS in CHILD SA rekeys.
+    if (w.Chance(0.3)) i.esp = r.esp = "aes128gcm16-x25519";    // PFS in CHILD SA rekeys.
     const Tunnel t = w.AddTunnel(1, 2, i, r);
     Establish(w, t, w.Address(1), w.Address(2));
     const uint32_t first_child = w.net.sink(t.i).live()[0].sa.inbound_spi;
@@ -633,8 +632,8 @@ TEST_F(SimulationTest, IkeRekeysKeepOneIkeSa) {
     // and the other the CHILD SA, within a round trip or so.
     bool manual_child = false;
     for (int round = 0; round < 2; ++round) {
-      const absl::Duration at = w.UniformDuration(absl::Seconds(5 + 50 * round),
-                                                  absl::Seconds(45 + 50 * round));
+      const absl::Duration at =
+          w.UniformDuration(absl::Seconds(5 + 50 * round), absl::Seconds(45 + 50 * round));
       const absl::Duration gap =
           w.Chance(0.25) ? absl::ZeroDuration()
                          : w.UniformDuration(absl::ZeroDuration(), absl::Milliseconds(300));
@@ -645,12 +644,12 @@ TEST_F(SimulationTest, IkeRekeysKeepOneIkeSa) {
       manual_child |= kind != 0;
       w.net.After(at, [&w, first, kind] {
         // Refused only when the IKE SA is gone, which it must not be.
-        EXPECT_TRUE((kind == 2 ? w.net.engine(first).RekeyChild() : w.net.engine(first).RekeyIke())
-                        .ok());
+        EXPECT_TRUE(
+            (kind == 2 ? w.net.engine(first).RekeyChild() : w.net.engine(first).RekeyIke()).ok());
       });
       w.net.After(at + gap, [&w, second, kind] {
-        EXPECT_TRUE((kind == 1 ? w.net.engine(second).RekeyChild() : w.net.engine(second).RekeyIke())
-                        .ok());
+        EXPECT_TRUE(
+            (kind == 1 ? w.net.engine(second).RekeyChild() : w.net.engine(second).RekeyIke()).ok());
       });
     }
     ASSERT_TRUE(w.net.RunFor(kRun));
@@ -687,13 +686,13 @@ TEST_F(SimulationTest, IkeRekeysKeepOneIkeSa) {
     CountRekeyFailures(w.net, t, child_failures);
   });
   Report("IKE rekeys", seeds_run_,
-         absl::StrCat(ike_rekeys, " IKE SA rekeys, ", child_rekeys, " CHILD SA rekeys, ",
-                      collisions, " collisions, ", unchanged_children,
-                      " runs without CHILD SA rekeys; oldest IKE SA ",
-                      absl::FormatDuration(max_ike_age), ", replaced IKE SA kept up to ",
-                      absl::FormatDuration(max_old_age), ", ", expired,
-                      " dropped without a DELETE exchange; failed IKE SA rekeys: ",
-                      Tally(ike_failures), "; failed CHILD SA rekeys: ", Tally(child_failures)));
+         absl::StrCat(
+             ike_rekeys, " IKE SA rekeys, ", child_rekeys, " CHILD SA rekeys, ", collisions,
+             " collisions, ", unchanged_children, " runs without CHILD SA rekeys; oldest IKE SA ",
+             absl::FormatDuration(max_ike_age), ", replaced IKE SA kept up to ",
+             absl::FormatDuration(max_old_age), ", ", expired,
+             " dropped without a DELETE exchange; failed IKE SA rekeys: ", Tally(ike_failures),
+             "; failed CHILD SA rekeys: ", Tally(child_failures)));
 }
 
 // --- (d) Dead peer detection ---

@@ -400,8 +400,8 @@ void SimNetwork::CheckIkeSas(Node& node) {
     const absl::Duration kept = now() - since;
     max_old_ike_sa_age_ = std::max(max_old_ike_sa_age_, kept);
     if (kept > options_.old_ike_sa_lifetime && node.ike_reported.insert(spis[k]).second) {
-      Violation(&node, absl::StrFormat("replaced IKE SA %016x kept for %s, longer than %s",
-                                       spis[k], absl::FormatDuration(kept),
+      Violation(&node, absl::StrFormat("replaced IKE SA %016x kept for %s, longer than %s", spis[k],
+                                       absl::FormatDuration(kept),
                                        absl::FormatDuration(options_.old_ike_sa_lifetime)));
     }
   }
