@@ -73,6 +73,21 @@ absl::Status SimSink::RemoveChildSa(const ChildSa& sa) {
   return absl::NotFoundError("no such SA");
 }
 
+absl::Status SimSink::ActivateChildSaOutbound(const ChildSa& sa) {
+  for (Installed& i : live_) {
+    if (i.sa.inbound_spi != sa.inbound_spi) continue;
+    if (!i.sa.outbound_deferred || sa.outbound_deferred) {
+      errors_.push_back(absl::StrFormat("SPI %08x: outbound SA activated twice", sa.inbound_spi));
+      return absl::FailedPreconditionError("not deferred");
+    }
+    i.sa = sa;
+    return absl::OkStatus();
+  }
+  errors_.push_back(
+      absl::StrFormat("outbound SA of SPI %08x activated, which is not installed", sa.inbound_spi));
+  return absl::NotFoundError("no such SA");
+}
+
 void SimSink::RetireAll() { live_.clear(); }
 
 // --- SimNetwork ---
