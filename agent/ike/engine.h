@@ -186,7 +186,9 @@ struct ChildSa {
   // cannot decrypt the new SA before our response reaches it, so
   // InstallChildSa() installs the inbound SA and the policies only, and
   // traffic keeps leaving on the old SA's outbound half; the outbound SA
-  // follows in ActivateChildSaOutbound().
+  // follows in ActivateChildSaOutbound(). Our own new SA of a rekey
+  // collision that we lost (§2.8.1) comes so too, and is deleted without
+  // ever sending.
   bool outbound_deferred = false;
 };
 

@@ -756,7 +756,12 @@ void EngineImpl::HandleRekeyResponse(const Message& plain) {
                                     : absl::Seconds(30) + absl::Milliseconds(100 * b[0]));
     return;
   }
-  if (!InstallRekeyed(*task, /*defer_outbound=*/false)) return;
+  // Both ends rekeyed the same SA and ours is the redundant one (RFC 7296
+  // §2.8.1): the peer removes it on our DELETE, so nothing is sent on it.
+  const bool lost_collision =
+      peer.has_value() && LowestNonceIsOurs(task->ni(), task->nr(), peer->ni, peer->nr);
+  if (!InstallRekeyed(*task, /*defer_outbound=*/lost_collision)) return;
+  if (lost_collision) ForgetDeferred(task->child().inbound_spi);
   ScheduleRekey();
   if (task->old().inbound_spi == 0 && !peer.has_value()) return;  // Created, replaced nothing.
   ++counters_.child_rekeys_initiated;

@@ -1681,7 +1681,12 @@ TEST(EngineRekeyTest, CollisionsSettleOnOneSaOverManySeeds) {
     lossy += pair.lost_sends() > 0 ? 1 : 0;
   }
   EXPECT_GT(collisions, 100);
+  // Left: a collision settled after our rekey completed (we sent on our
+  // new SA before learning it is redundant) and timeouts after lost
+  // responses; 11 of 200 when written, 111 while the loser sent on its
+  // redundant SA.
   std::cerr << "seeds with a send on an SA the peer lacked: " << lossy << " of 200\n";
+  EXPECT_LE(lossy, 20);
 }
 
 // --- CREATE_CHILD_SA: IKE SA rekey ---

@@ -358,6 +358,14 @@ void SimNetwork::Step() {
 void SimNetwork::CheckStep() {
   for (auto& node : nodes_) {
     if (!node->alive) continue;
+    // Make before break: while a node has CHILD SAs, one of them sends.
+    const auto& live = node->sink.live();
+    if (!live.empty() && std::all_of(live.begin(), live.end(), [](const SimSink::Installed& i) {
+          return i.sa.outbound_deferred;
+        })) {
+      Violation(node.get(), absl::StrFormat("no CHILD SA to send on (%d installed, none sends)",
+                                            static_cast<int>(live.size())));
+    }
     for (const SimSink::Installed& i : node->sink.live()) {
       const absl::Duration age = now() - i.installed_at;
       max_sa_age_ = std::max(max_sa_age_, age);
