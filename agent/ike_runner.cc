@@ -956,6 +956,9 @@ void IkeRunner::Loop::Flush(Sa& sa) {
   metrics_.IkeRekeys(true, false, c.ike_rekey_failures - sa.seen.ike_rekey_failures);
   metrics_.IkeRekeys(false, true, c.ike_rekeys_answered - sa.seen.ike_rekeys_answered);
   metrics_.RekeyCollisions(c.rekey_collisions - sa.seen.rekey_collisions);
+  metrics_.DeferredOutbound(false, c.deferred_outbound_timeouts - sa.seen.deferred_outbound_timeouts);
+  metrics_.DeferredOutbound(true,
+                            c.outbound_activation_failures - sa.seen.outbound_activation_failures);
   metrics_.DpdProbes(c.dpd_probes_sent - sa.seen.dpd_probes_sent);
   metrics_.Deletes(true, c.deletes_sent - sa.seen.deletes_sent);
   metrics_.Deletes(false, c.deletes_received - sa.seen.deletes_received);
