@@ -188,18 +188,29 @@ absl::StatusOr<ChildSaState> MapChildSa(const ike::ChildSa& sa, const ChildSaPar
 }
 
 absl::StatusOr<InstalledChildSa> InstallChildSa(dataplane::Dataplane& dataplane,
-                                                const ChildSaState& state) {
+                                                const ChildSaState& state, bool with_outbound) {
   if (absl::Status s = dataplane.AddSa(state.inbound); !s.ok()) return s;
-  if (absl::Status s = dataplane.AddSa(state.outbound); !s.ok()) {
-    dataplane.DeleteSa(state.inbound.id).IgnoreError();
-    return s;
+  if (with_outbound) {
+    if (absl::Status s = dataplane.AddSa(state.outbound); !s.ok()) {
+      dataplane.DeleteSa(state.inbound.id).IgnoreError();
+      return s;
+    }
   }
   if (absl::Status s = dataplane.AddPolicies(state.policies); !s.ok()) {
-    dataplane.DeleteSa(state.outbound.id).IgnoreError();
+    if (with_outbound) dataplane.DeleteSa(state.outbound.id).IgnoreError();
     dataplane.DeleteSa(state.inbound.id).IgnoreError();
     return s;
   }
-  return InstalledChildSa{state.inbound.id, state.outbound.id, state.policies};
+  return InstalledChildSa{state.inbound.id, state.outbound.id, state.policies, with_outbound};
+}
+
+absl::Status InstallChildSaOutbound(dataplane::Dataplane& dataplane, const ChildSaState& state,
+                                    InstalledChildSa& installed) {
+  if (installed.outbound_installed) return absl::OkStatus();
+  if (absl::Status s = dataplane.AddSa(state.outbound); !s.ok()) return s;
+  installed.outbound = state.outbound.id;
+  installed.outbound_installed = true;
+  return absl::OkStatus();
 }
 
 absl::Status RemoveChildSa(dataplane::Dataplane& dataplane, const InstalledChildSa& installed,
@@ -214,7 +225,7 @@ absl::Status RemoveChildSa(dataplane::Dataplane& dataplane, const InstalledChild
     if (kept) continue;
     note(dataplane.DeletePolicy(p.selector, p.direction, p.mark, p.mark_mask, p.if_id));
   }
-  note(dataplane.DeleteSa(installed.outbound));
+  if (installed.outbound_installed) note(dataplane.DeleteSa(installed.outbound));
   note(dataplane.DeleteSa(installed.inbound));
   return first;
 }

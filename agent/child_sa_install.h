@@ -40,6 +40,8 @@ struct InstalledChildSa {
   dataplane::SaId inbound;
   dataplane::SaId outbound;
   std::vector<dataplane::PolicyConfig> policies;
+  // False while the outbound SA waits (ike::ChildSa::outbound_deferred).
+  bool outbound_installed = true;
 };
 
 // The most policies one CHILD SA may need (3 per selector pair).
@@ -52,11 +54,19 @@ inline constexpr size_t kMaxChildSaPolicies = 3 * 512;
 // a family and protocol, or more than kMaxChildSaPolicies would be needed.
 absl::StatusOr<ChildSaState> MapChildSa(const ike::ChildSa& sa, const ChildSaParams& params);
 
-// Adds the inbound SA, the outbound SA and the policies (policies with the
-// same selector and direction, e.g. those of the SA this one replaces, are
-// replaced). On an error, removes what it added and returns the error.
+// Adds the inbound SA, the outbound SA (unless `with_outbound` is false)
+// and the policies (policies with the same selector and direction, e.g.
+// those of the SA this one replaces, are replaced: their template names
+// the tunnel's reqid, so traffic keeps leaving on the newest outbound SA of
+// it, the old one until InstallChildSaOutbound()). On an error, removes
+// what it added and returns the error.
 absl::StatusOr<InstalledChildSa> InstallChildSa(dataplane::Dataplane& dataplane,
-                                                const ChildSaState& state);
+                                                const ChildSaState& state,
+                                                bool with_outbound = true);
+
+// Adds the outbound SA of one installed without it.
+absl::Status InstallChildSaOutbound(dataplane::Dataplane& dataplane, const ChildSaState& state,
+                                    InstalledChildSa& installed);
 
 // Deletes both SAs and the policies that `keep` (the policies of an SA that
 // replaced this one, which may share selectors) does not hold. Keeps going

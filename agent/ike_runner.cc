@@ -226,6 +226,9 @@ class IkeRunner::Loop {
     absl::Status MoveChildSa(const ike::ChildSa& child, const ike::Endpoint& peer) override {
       return loop_.MoveChild(sa_, child, peer);
     }
+    absl::Status ActivateChildSaOutbound(const ike::ChildSa& child) override {
+      return loop_.ActivateChildOutbound(sa_, child);
+    }
 
    private:
     Loop& loop_;
@@ -364,6 +367,11 @@ class IkeRunner::Loop {
   // The peer's NAT mapping moved: the SAs' encapsulation (and, if the
   // peer's address changed, the SAs and policies) follow it.
   absl::Status MoveChild(Sa& sa, const ike::ChildSa& child, const ike::Endpoint& peer);
+  // The outbound SA of a CHILD SA installed without it (a rekey we
+  // answered, RFC 7296 §2.8), once the peer can decrypt it.
+  absl::Status ActivateChildOutbound(Sa& sa, const ike::ChildSa& child);
+  // The installed state of one of `sa`'s CHILD SAs, by our inbound SPI.
+  static InstalledChildSa* FindChild(Sa& sa, uint32_t inbound_spi);
   void OnDataplaneEvent(const dataplane::DataplaneEvent& e);
 
   absl::Time NextWake();
@@ -1028,6 +1036,9 @@ void IkeRunner::Loop::Flush(Sa& sa) {
   metrics_.IkeRekeys(true, false, c.ike_rekey_failures - sa.seen.ike_rekey_failures);
   metrics_.IkeRekeys(false, true, c.ike_rekeys_answered - sa.seen.ike_rekeys_answered);
   metrics_.RekeyCollisions(c.rekey_collisions - sa.seen.rekey_collisions);
+  metrics_.DeferredOutbound(false, c.deferred_outbound_timeouts - sa.seen.deferred_outbound_timeouts);
+  metrics_.DeferredOutbound(true,
+                            c.outbound_activation_failures - sa.seen.outbound_activation_failures);
   metrics_.DpdProbes(c.dpd_probes_sent - sa.seen.dpd_probes_sent);
   metrics_.Deletes(true, c.deletes_sent - sa.seen.deletes_sent);
   metrics_.Deletes(false, c.deletes_received - sa.seen.deletes_received);
@@ -1242,7 +1253,7 @@ absl::Status IkeRunner::Loop::InstallChild(Sa& sa, const ike::ChildSa& child) {
   Tunnel& t = *sa.tunnel;
   absl::StatusOr<ChildSaState> state = MapChildSa(child, t.child_params);
   absl::StatusOr<InstalledChildSa> installed =
-      state.ok() ? InstallChildSa(dataplane_, *state) : state.status();
+      state.ok() ? InstallChildSa(dataplane_, *state, !child.outbound_deferred) : state.status();
   if (!installed.ok()) {
     LOG_WARNING("cannot install the CHILD SA")
         .With("node", node_)
@@ -1306,15 +1317,38 @@ void IkeRunner::Loop::RemoveChild(Sa& sa, const ike::ChildSa& child) {
   }
 }
 
+InstalledChildSa* IkeRunner::Loop::FindChild(Sa& sa, uint32_t inbound_spi) {
+  if (sa.child.has_value() && sa.child->inbound.spi == inbound_spi) return &*sa.child;
+  for (InstalledChildSa& older : sa.older_children) {
+    if (older.inbound.spi == inbound_spi) return &older;
+  }
+  return nullptr;
+}
+
+absl::Status IkeRunner::Loop::ActivateChildOutbound(Sa& sa, const ike::ChildSa& child) {
+  InstalledChildSa* installed = FindChild(sa, child.inbound_spi);
+  if (installed == nullptr) return absl::NotFoundError("no such CHILD SA installed");
+  Tunnel& t = *sa.tunnel;
+  ChildSaParams params = t.child_params;
+  // Where the SA went, should the peer's NAT mapping have moved it.
+  params.remote_address = installed->outbound.destination;
+  absl::StatusOr<ChildSaState> state = MapChildSa(child, params);
+  absl::Status status = state.ok() ? InstallChildSaOutbound(dataplane_, *state, *installed)
+                                   : state.status();
+  if (!status.ok()) {
+    LOG_WARNING("cannot install the rekeyed CHILD SA's outbound SA")
+        .With("node", node_)
+        .With("tunnel", t.name)
+        .With("dataplane", dataplane_.name())
+        .With("error", status.ToString());
+    return absl::Status(status.code(), absl::StrCat("dataplane: ", status.message()));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status IkeRunner::Loop::MoveChild(Sa& sa, const ike::ChildSa& child,
                                         const ike::Endpoint& peer) {
-  InstalledChildSa* installed = nullptr;
-  if (sa.child.has_value() && sa.child->inbound.spi == child.inbound_spi) {
-    installed = &*sa.child;
-  }
-  for (InstalledChildSa& older : sa.older_children) {
-    if (older.inbound.spi == child.inbound_spi) installed = &older;
-  }
+  InstalledChildSa* installed = FindChild(sa, child.inbound_spi);
   if (installed == nullptr) return absl::NotFoundError("no such CHILD SA installed");
   Tunnel& t = *sa.tunnel;
   ChildSaParams params = t.child_params;
@@ -1326,13 +1360,13 @@ absl::Status IkeRunner::Loop::MoveChild(Sa& sa, const ike::ChildSa& child,
     // Only the port moved: update both SAs in place, keeping their
     // counters and sequence numbers.
     status = dataplane_.UpdateSa(state->inbound);
-    if (status.ok()) status = dataplane_.UpdateSa(state->outbound);
+    if (status.ok() && installed->outbound_installed) status = dataplane_.UpdateSa(state->outbound);
   } else {
     // A new address is a new outbound SA and new policy templates.
     ReportChildCounters(t.name, *installed);
     status = RemoveChildSa(dataplane_, *installed);
     absl::StatusOr<InstalledChildSa> moved =
-        status.ok() ? InstallChildSa(dataplane_, *state) : status;
+        status.ok() ? InstallChildSa(dataplane_, *state, installed->outbound_installed) : status;
     if (moved.ok()) *installed = *std::move(moved);
     status = moved.status();
   }

@@ -881,6 +881,58 @@ TEST_F(IkeRunnerTest, SoftExpiryRekeysTheChildSaFromEitherEnd) {
             1);
 }
 
+// RFC 7296 §2.8: the end that answers a CHILD SA rekey installs the new
+// inbound SA and the policies at once, and the new outbound SA only when
+// the initiator's DELETE of the old SA shows that it has the new one; the
+// initiator sends on the new SA at once.
+TEST_F(IkeRunnerTest, RekeyResponderAddsTheOutboundSaOnTheDelete) {
+  auto a = NewAgent(kNodeA);
+  auto b = NewAgent(kNodeB);
+  Establish(*a, *b);
+  const TunnelEndStatus before = b->Status("ab");
+  dataplane::DataplaneEvent soft;
+  soft.kind = dataplane::DataplaneEvent::Kind::kSoftExpire;
+  soft.sa = SaId{Ip("127.0.0.1"), ParseSpi(a->Status("ab").child_sas(0).inbound_spi())};
+  a->dataplane().Emit(soft);
+  ASSERT_TRUE(WaitFor([&] {
+    return b->dataplane().Sas().size() == 2 && a->dataplane().Sas().size() == 2 &&
+           b->Status("ab").child_sas_size() == 1 &&
+           b->Status("ab").child_sas(0).inbound_spi() != before.child_sas(0).inbound_spi();
+  }));
+  const TunnelEndStatus after = b->Status("ab");
+  auto add = [](const std::string& address, const std::string& spi) {
+    return absl::StrCat("AddSa ", address, "/0x", spi);
+  };
+  const std::vector<std::string> calls = b->dataplane().Calls();
+  auto index = [&calls](const std::string& call) {
+    return std::find(calls.begin(), calls.end(), call) - calls.begin();
+  };
+  const auto new_in = index(add("127.0.0.2", after.child_sas(0).inbound_spi()));
+  const auto new_out = index(add("127.0.0.1", after.child_sas(0).outbound_spi()));
+  const auto old_out = index(absl::StrCat("DeleteSa 127.0.0.1/0x", before.child_sas(0).outbound_spi()));
+  ASSERT_LT(new_in, static_cast<ptrdiff_t>(calls.size()));
+  ASSERT_LT(new_out, static_cast<ptrdiff_t>(calls.size()));
+  ASSERT_LT(old_out, static_cast<ptrdiff_t>(calls.size()));
+  // Inbound SA, policies (the old outbound SA keeps the traffic), then with
+  // the DELETE the new outbound SA, then the old SAs go.
+  EXPECT_LT(new_in, new_out);
+  EXPECT_THAT(std::vector<std::string>(calls.begin() + new_in + 1, calls.begin() + new_out),
+              ::testing::Contains(::testing::StartsWith("AddPolicy out")));
+  EXPECT_LT(new_out, old_out);
+  for (auto i = new_out + 1; i < old_out; ++i) {
+    EXPECT_THAT(calls[i], ::testing::StartsWith("GetCounters"));
+  }
+  // The initiator: both new SAs at once.
+  const TunnelEndStatus a_after = a->Status("ab");
+  const std::vector<std::string> a_calls = a->dataplane().Calls();
+  auto a_in = std::find(a_calls.begin(), a_calls.end(),
+                        add("127.0.0.1", a_after.child_sas(0).inbound_spi()));
+  ASSERT_NE(a_in, a_calls.end());
+  ASSERT_NE(a_in + 1, a_calls.end());
+  EXPECT_EQ(*(a_in + 1), add("127.0.0.2", a_after.child_sas(0).outbound_spi()));
+  EXPECT_THAT(b->dataplane().Policies(), SizeIs(3));
+}
+
 // spec.ike.lifetime rekeys the IKE SA (CREATE_CHILD_SA): both ends move to
 // the new SPIs (datagrams for them reach the engine), report them, count
 // the rekey, and keep the CHILD SA as it was; a CHILD SA rekey then runs

@@ -188,6 +188,12 @@ IkeMetrics::IkeMetrics(prometheus::Registry& registry)
                             .Help("Simultaneous rekeys of one SA by both ends (RFC 7296 2.8.1).")
                             .Register(registry)
                             .Add({})),
+      deferred_outbound_(prometheus::BuildCounter()
+                             .Name("strait_agent_ike_deferred_outbound_total")
+                             .Help("Outbound SAs of CHILD SA rekeys answered by this end that "
+                                   "went in without the peer's DELETE of the old SA (timeout) or "
+                                   "failed to go in (install_failed).")
+                             .Register(registry)),
       dpd_probes_(prometheus::BuildCounter()
                       .Name("strait_agent_ike_dpd_probes_total")
                       .Help("Dead peer detection probes sent (empty INFORMATIONAL requests after "
@@ -387,6 +393,12 @@ void IkeMetrics::IkeRekeys(bool initiator, bool success, uint64_t count) {
 
 void IkeMetrics::RekeyCollisions(uint64_t count) {
   if (count != 0) rekey_collisions_.Increment(static_cast<double>(count));
+}
+
+void IkeMetrics::DeferredOutbound(bool failed, uint64_t count) {
+  if (count == 0) return;
+  deferred_outbound_.Add({{"reason", failed ? "install_failed" : "timeout"}})
+      .Increment(static_cast<double>(count));
 }
 
 void IkeMetrics::DpdProbes(uint64_t count) {

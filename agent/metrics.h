@@ -144,6 +144,10 @@ class IkeMetrics {
   void IkeRekeys(bool initiator, bool success, uint64_t count);
   // strait_agent_ike_rekey_collisions_total.
   void RekeyCollisions(uint64_t count);
+  // strait_agent_ike_deferred_outbound_total{reason}: outbound SAs of CHILD
+  // SA rekeys we answered that were installed without the peer's DELETE of
+  // the old SA ("timeout"), or could not be installed ("install_failed").
+  void DeferredOutbound(bool failed, uint64_t count);
   // strait_agent_ike_dpd_probes_total: liveness checks sent.
   void DpdProbes(uint64_t count);
   // strait_agent_ike_dead_peers_total{action}: peers declared dead (no
@@ -204,6 +208,7 @@ class IkeMetrics {
   prometheus::Family<prometheus::Counter>& dropped_;
   prometheus::Family<prometheus::Counter>& rekeys_;
   prometheus::Counter& rekey_collisions_;
+  prometheus::Family<prometheus::Counter>& deferred_outbound_;
   prometheus::Counter& dpd_probes_;
   prometheus::Family<prometheus::Counter>& dead_peers_;
   std::array<prometheus::Counter*, 2> deletes_{};  // received, sent

@@ -127,6 +127,12 @@ struct EngineConfig {
   // Zero: only when RekeyChild() is called (or the peer rekeys).
   absl::Duration child_rekey_after = absl::ZeroDuration();
   absl::Duration rekey_fuzz = absl::ZeroDuration();
+  // How long, after we answered the peer's CHILD SA rekey, its new SA's
+  // outbound half waits for the peer's DELETE of the old SA before it is
+  // activated anyway (ChildSaSink::ActivateChildSaOutbound). Long enough
+  // for a lost response to be retransmitted: the old SA carries the
+  // traffic meanwhile. Zero: no deferral, both halves at once.
+  absl::Duration deferred_outbound_timeout = absl::Seconds(3);
   // When the peer deletes the last CHILD SA and keeps the IKE SA (strongSwan
   // on `swanctl --terminate --child`, or after the SA's hard expiry), this
   // end creates a new one in the IKE SA with CREATE_CHILD_SA (no REKEY_SA)
@@ -176,6 +182,14 @@ struct ChildSa {
   bool udp_encapsulation = false;
   uint16_t local_port = 0;
   uint16_t remote_port = 0;
+  // Make-before-break at a rekey we answered (RFC 7296 §2.8): the peer
+  // cannot decrypt the new SA before our response reaches it, so
+  // InstallChildSa() installs the inbound SA and the policies only, and
+  // traffic keeps leaving on the old SA's outbound half; the outbound SA
+  // follows in ActivateChildSaOutbound(). Our own new SA of a rekey
+  // collision that we lost (§2.8.1) comes so too, and is deleted without
+  // ever sending.
+  bool outbound_deferred = false;
 };
 
 // Where established CHILD SAs go: the dataplane, through the agent.
@@ -183,7 +197,21 @@ class ChildSaSink {
  public:
   virtual ~ChildSaSink() = default;
   // An error fails the negotiation locally (the SA stays unusable).
+  // With `sa.outbound_deferred`, only its inbound half and its policies.
   virtual absl::Status InstallChildSa(const ChildSa& sa) = 0;
+  // The outbound half of an SA installed with `outbound_deferred` (the flag
+  // now cleared; encapsulation ports as they are now): the engine calls it
+  // when the peer deletes the SA it replaces (so the peer has it), after
+  // `deferred_outbound_timeout` if that DELETE does not come, or when no
+  // other SA with an outbound half is left. An SA may also be removed
+  // without ever being activated (a redundant SA of a rekey collision, the
+  // IKE SA's end). Errors are logged and counted; the old SA carries on.
+  // Sinks that install both halves in InstallChildSa() anyway may ignore
+  // it.
+  virtual absl::Status ActivateChildSaOutbound(const ChildSa& sa) {
+    (void)sa;
+    return absl::OkStatus();
+  }
   // The CHILD SA is gone (rekeyed and replaced, or deleted by the peer);
   // its SPIs name it. Errors are logged, nothing else.
   virtual absl::Status RemoveChildSa(const ChildSa& sa) = 0;
@@ -289,6 +317,11 @@ struct EngineCounters {
   uint64_t child_rekeys_initiated = 0;  // Our CREATE_CHILD_SA rekeys that completed.
   uint64_t child_rekeys_answered = 0;   // The peer's that we completed.
   uint64_t child_rekey_failures = 0;
+  // Outbound halves of CHILD SAs of the peer's rekeys activated without
+  // its DELETE of the old SA (deferred_outbound_timeout passed), and those
+  // the sink failed to install.
+  uint64_t deferred_outbound_timeouts = 0;
+  uint64_t outbound_activation_failures = 0;
   uint64_t ike_rekeys_initiated = 0;  // Our IKE SA rekeys that completed (and survived).
   uint64_t ike_rekeys_answered = 0;   // The peer's that we completed (and survived).
   uint64_t ike_rekey_failures = 0;

@@ -265,6 +265,7 @@ void EngineImpl::Fail(FailureReason reason, absl::string_view detail) {
   ike_rekey_task_.reset();
   peer_ike_sa_.reset();
   ike_rekey_at_.reset();
+  deferred_outbound_.clear();  // The agent takes the CHILD SAs out.
 }
 
 void EngineImpl::ReportIkeSa() {
@@ -713,7 +714,13 @@ void EngineImpl::HandleRekeyRequest(const Message& plain, Message& response) {
     LOG_INFO("refused the peer's CREATE_CHILD_SA").With("detail", r.detail);
     return;
   }
-  if (!InstallRekeyed(task)) return;
+  // RFC 7296 §2.8: the peer installs the new SA's inbound half when our
+  // response arrives; ours goes out on it once the peer deleted the old
+  // SA (or later, ActivateOutbound()). A new SA in place of none has no
+  // older one to carry the traffic meanwhile.
+  const bool defer = task.old().inbound_spi != 0 &&
+                     config_.deferred_outbound_timeout > absl::ZeroDuration();
+  if (!InstallRekeyed(task, defer)) return;
   if (task.old().inbound_spi != 0) ++counters_.child_rekeys_answered;
   if (rekey_task_ != nullptr && rekey_task_->old().inbound_spi == task.old().inbound_spi) {
     // Our own rekey of the same SA is in flight: settle when it ends.
@@ -726,6 +733,9 @@ void EngineImpl::HandleRekeyRequest(const Message& plain, Message& response) {
     if (LowestNonceIsOurs(last_rekey_->ni, last_rekey_->nr, task.ni(), task.nr())) {
       LOG_INFO("CHILD SA rekey collision lost: deleting our new SA");
       QueueChildDelete(last_rekey_->new_inbound_spi);
+    } else {
+      // The peer's new SA is redundant: it deletes it.
+      ForgetDeferred(task.child().inbound_spi);
     }
     last_rekey_.reset();
   } else {
@@ -769,7 +779,12 @@ void EngineImpl::HandleRekeyResponse(const Message& plain) {
                                     : absl::Seconds(30) + absl::Milliseconds(100 * b[0]));
     return;
   }
-  if (!InstallRekeyed(*task)) return;
+  // Both ends rekeyed the same SA and ours is the redundant one (RFC 7296
+  // §2.8.1): the peer removes it on our DELETE, so nothing is sent on it.
+  const bool lost_collision =
+      peer.has_value() && LowestNonceIsOurs(task->ni(), task->nr(), peer->ni, peer->nr);
+  if (!InstallRekeyed(*task, /*defer_outbound=*/lost_collision)) return;
+  if (lost_collision) ForgetDeferred(task->child().inbound_spi);
   ScheduleRekey();
   if (task->old().inbound_spi == 0 && !peer.has_value()) return;  // Created, replaced nothing.
   ++counters_.child_rekeys_initiated;
@@ -789,6 +804,8 @@ void EngineImpl::HandleRekeyResponse(const Message& plain) {
   } else {
     LOG_INFO("CHILD SA rekey collision won: deleting the old SA");
     QueueChildDelete(task->old().inbound_spi);
+    // The peer's new SA is redundant: it deletes it.
+    ForgetDeferred(peer->new_inbound_spi);
   }
 }
 
@@ -802,15 +819,20 @@ bool EngineImpl::LowestNonceIsOurs(const Bytes& our_ni, const Bytes& our_nr, con
   return lower(ours, theirs);
 }
 
-bool EngineImpl::InstallRekeyed(RekeyChildTask& task) {
+bool EngineImpl::InstallRekeyed(RekeyChildTask& task, bool defer_outbound) {
   ChildSa& child = task.child();
   // The peer's NAT mapping may have moved since the old SA was made.
   SetEncapsulation(child);
+  child.outbound_deferred = defer_outbound;
   if (absl::Status s = sink_.InstallChildSa(child); !s.ok()) {
     LOG_WARNING("cannot install the rekeyed CHILD SA").With("error", s.ToString());
     return false;
   }
   children_.push_back(child);
+  if (defer_outbound) {
+    deferred_outbound_.push_back(DeferredOutbound{
+        child.inbound_spi, task.old().inbound_spi, clock_.Now() + config_.deferred_outbound_timeout});
+  }
   EngineEvent e = NewEvent(EngineEvent::Kind::kChildSaEstablished);
   e.algorithms = child.algorithms;
   e.child_inbound_spi = child.inbound_spi;
@@ -825,8 +847,38 @@ bool EngineImpl::InstallRekeyed(RekeyChildTask& task) {
   LOG_INFO(rekeyed ? "CHILD SA rekeyed" : "CHILD SA created in the IKE SA")
       .With("spi_in", static_cast<uint64_t>(child.inbound_spi))
       .With("spi_out", static_cast<uint64_t>(child.outbound_spi))
-      .With("old_spi_in", static_cast<uint64_t>(task.old().inbound_spi));
+      .With("old_spi_in", static_cast<uint64_t>(task.old().inbound_spi))
+      .With("outbound_deferred", defer_outbound);
   return true;
+}
+
+void EngineImpl::ActivateOutbound(uint32_t inbound_spi, absl::string_view why) {
+  ForgetDeferred(inbound_spi);
+  for (ChildSa& child : children_) {
+    if (child.inbound_spi != inbound_spi || !child.outbound_deferred) continue;
+    child.outbound_deferred = false;
+    SetEncapsulation(child);
+    if (absl::Status s = sink_.ActivateChildSaOutbound(child); !s.ok()) {
+      // The older SA carries the traffic while it lasts.
+      ++counters_.outbound_activation_failures;
+      LOG_WARNING("cannot install the rekeyed CHILD SA's outbound SA")
+          .With("spi_out", static_cast<uint64_t>(child.outbound_spi))
+          .With("error", s.ToString());
+      return;
+    }
+    LOG_INFO("rekeyed CHILD SA sends now")
+        .With("spi_in", static_cast<uint64_t>(child.inbound_spi))
+        .With("spi_out", static_cast<uint64_t>(child.outbound_spi))
+        .With("why", why);
+    return;
+  }
+}
+
+void EngineImpl::ForgetDeferred(uint32_t inbound_spi) {
+  deferred_outbound_.erase(
+      std::remove_if(deferred_outbound_.begin(), deferred_outbound_.end(),
+                     [inbound_spi](const DeferredOutbound& d) { return d.inbound_spi == inbound_spi; }),
+      deferred_outbound_.end());
 }
 
 void EngineImpl::QueueChildDelete(uint32_t inbound_spi) {
@@ -835,6 +887,16 @@ void EngineImpl::QueueChildDelete(uint32_t inbound_spi) {
 }
 
 void EngineImpl::RemoveChild(uint32_t inbound_spi, bool by_peer) {
+  // Make before break: the SA that replaces this one sends first (the
+  // peer, deleting the old SA, has the new one).
+  std::vector<uint32_t> successors;
+  for (const DeferredOutbound& d : deferred_outbound_) {
+    if (d.replaces == inbound_spi) successors.push_back(d.inbound_spi);
+  }
+  for (uint32_t spi : successors) {
+    ActivateOutbound(spi, by_peer ? "the peer deleted the old SA" : "the old SA is deleted");
+  }
+  ForgetDeferred(inbound_spi);
   for (auto it = children_.begin(); it != children_.end(); ++it) {
     if (it->inbound_spi != inbound_spi) continue;
     if (absl::Status s = sink_.RemoveChildSa(*it); !s.ok()) {
@@ -846,6 +908,11 @@ void EngineImpl::RemoveChild(uint32_t inbound_spi, bool by_peer) {
     e.child_outbound_spi = it->outbound_spi;
     events_.push_back(std::move(e));
     children_.erase(it);
+    // Never without an outbound SA while there is an SA.
+    if (!children_.empty() && std::all_of(children_.begin(), children_.end(),
+                                           [](const ChildSa& c) { return c.outbound_deferred; })) {
+      ActivateOutbound(children_.back().inbound_spi, "no other outbound SA is left");
+    }
     if (by_peer && children_.empty() && state_ == State::kEstablished &&
         config_.child_recreate_delay > absl::ZeroDuration()) {
       // Shares the rekey timer: a CHILD SA that the peer creates first
@@ -994,6 +1061,7 @@ void EngineImpl::Deleted(bool by_peer, absl::string_view detail) {
   ike_rekey_at_.reset();
   half_open_deadline_.reset();
   delete_requested_ = false;
+  deferred_outbound_.clear();  // The agent takes the CHILD SAs out.
   EngineEvent e = NewEvent(EngineEvent::Kind::kDeleted);
   e.by_peer = by_peer;
   e.detail = std::string(detail);
@@ -1081,6 +1149,14 @@ void EngineImpl::HandleAuthRequest(const Message& m, absl::Span<const uint8_t> d
 
 void EngineImpl::Tick(absl::Time now) {
   TickOldSas(now);
+  std::vector<uint32_t> overdue;
+  for (const DeferredOutbound& d : deferred_outbound_) {
+    if (state_ == State::kEstablished && now >= d.at) overdue.push_back(d.inbound_spi);
+  }
+  for (uint32_t spi : overdue) {
+    ++counters_.deferred_outbound_timeouts;
+    ActivateOutbound(spi, "the peer did not delete the old SA in time");
+  }
   counters_.reassembly_dropped += request_fragments_.Expire(now) + response_fragments_.Expire(now);
   if (half_open_deadline_.has_value() && now >= *half_open_deadline_) {
     Fail(FailureReason::kPeerNotResponding, "no IKE_AUTH after IKE_SA_INIT");
@@ -1152,6 +1228,9 @@ std::optional<absl::Time> EngineImpl::NextDeadline() const {
     if (request_deadline_.has_value()) take(*request_deadline_);
   }
   if (half_open_deadline_.has_value()) take(*half_open_deadline_);
+  if (state_ == State::kEstablished) {
+    for (const DeferredOutbound& d : deferred_outbound_) take(d.at);
+  }
   if (state_ == State::kEstablished && !pending_ && config_.dpd_interval > absl::ZeroDuration()) {
     take(last_received_ + config_.dpd_interval);
   }

@@ -108,8 +108,14 @@ class EngineImpl : public Engine {
   // CHILD SA rekeying.
   void HandleRekeyRequest(const Message& plain, Message& response);
   void HandleRekeyResponse(const Message& plain);
-  // Installs a rekeyed CHILD SA next to the one it replaces.
-  bool InstallRekeyed(RekeyChildTask& task);
+  // Installs a rekeyed CHILD SA next to the one it replaces; with
+  // `defer_outbound`, its inbound half only (ActivateOutbound() later).
+  bool InstallRekeyed(RekeyChildTask& task, bool defer_outbound);
+  // Installs the outbound half of a deferred CHILD SA.
+  void ActivateOutbound(uint32_t inbound_spi, absl::string_view why);
+  // A redundant SA of a rekey collision: its outbound half is never
+  // activated, unless it is the last SA left.
+  void ForgetDeferred(uint32_t inbound_spi);
   // RFC 7296 §2.8.1: whether the lowest of the four nonces of two crossing
   // rekeys is in our exchange.
   static bool LowestNonceIsOurs(const Bytes& our_ni, const Bytes& our_nr, const Bytes& their_ni,
@@ -233,6 +239,14 @@ class EngineImpl : public Engine {
   // Our last completed rekey: when the peer's rekey of the same old SA
   // arrives after it (the old SA not yet deleted), that is a collision too.
   std::optional<PeerRekey> last_rekey_;
+  // CHILD SAs of the peer's rekeys whose outbound half waits (RFC 7296
+  // §2.8: until the peer deleted the SA it replaces, or until `at`).
+  struct DeferredOutbound {
+    uint32_t inbound_spi = 0;
+    uint32_t replaces = 0;  // The old SA's inbound SPI.
+    absl::Time at;
+  };
+  std::vector<DeferredOutbound> deferred_outbound_;
   std::optional<absl::Time> rekey_at_;
   bool rekey_requested_ = false;
   // CHILD SA deletes waiting for the window, and the one in flight.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <iostream>
 #include <optional>
 #include <random>
 #include <string>
@@ -43,7 +44,37 @@ class RecordingSink : public ChildSaSink {
   absl::Status InstallChildSa(const ChildSa& sa) override {
     installed.push_back(sa);
     live.push_back(sa);
+    if (!sa.outbound_deferred) outbound_order.push_back(sa.outbound_spi);
     return absl::OkStatus();
+  }
+  absl::Status ActivateChildSaOutbound(const ChildSa& sa) override {
+    activated.push_back(sa.inbound_spi);
+    for (ChildSa& c : live) {
+      if (c.inbound_spi != sa.inbound_spi) continue;
+      if (!c.outbound_deferred) ADD_FAILURE() << "activated twice: " << sa.inbound_spi;
+      if (sa.outbound_deferred) ADD_FAILURE() << "activated, still deferred: " << sa.inbound_spi;
+      c = sa;
+      outbound_order.push_back(sa.outbound_spi);
+      return absl::OkStatus();
+    }
+    ADD_FAILURE() << "activated an SA that is not installed: " << sa.inbound_spi;
+    return absl::NotFoundError("no such SA");
+  }
+  // The outbound SPI that traffic leaves with, as the dataplanes pick it:
+  // the last outbound SA added that is still there; 0 for none.
+  uint32_t SendingSpi() const {
+    for (auto it = outbound_order.rbegin(); it != outbound_order.rend(); ++it) {
+      for (const ChildSa& c : live) {
+        if (c.outbound_spi == *it && !c.outbound_deferred) return *it;
+      }
+    }
+    return 0;
+  }
+  bool HasInbound(uint32_t spi) const {
+    for (const ChildSa& c : live) {
+      if (c.inbound_spi == spi) return true;
+    }
+    return false;
   }
   absl::Status RemoveChildSa(const ChildSa& sa) override {
     removed.push_back(sa.inbound_spi);
@@ -71,6 +102,8 @@ class RecordingSink : public ChildSaSink {
   std::vector<ChildSa> live;       // Installed and not removed.
   std::vector<uint32_t> removed;
   std::vector<Endpoint> moves;
+  std::vector<uint32_t> activated;       // Inbound SPIs, by ActivateChildSaOutbound.
+  std::vector<uint32_t> outbound_order;  // Outbound SPIs as their SAs were added.
 };
 
 Bytes V4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) { return {a, b, c, d}; }
@@ -199,6 +232,12 @@ class Pair {
   }
 
   void set_filter(Filter f) { filter_ = std::move(f); }
+  // From now on, after every delivery and timer: whether a side sends on
+  // an SA that the other side has no inbound half of (a packet lost), and
+  // whether a side with SAs has none to send on.
+  void CheckSending() { check_sending_ = true; }
+  int lost_sends() const { return lost_sends_; }
+  int unsendable() const { return unsendable_; }
   // A NAT in front of the initiator maps it to this source port from now on
   // (a new mapping after the old one timed out, say).
   void set_initiator_nat_port(uint16_t port) { initiator_nat_port_ = port; }
@@ -218,6 +257,7 @@ class Pair {
     const absl::Time end = clock_.Now() + limit;
     for (int step = 0; step < 10000; ++step) {
       bool moved = Move(*initiator_, *responder_, ep_i_, true);
+      Collect();
       moved = Move(*responder_, *initiator_, ep_r_, false) || moved;
       Collect();
       if (moved) continue;
@@ -305,6 +345,13 @@ class Pair {
   void Collect() {
     for (auto& e : initiator_->TakeEvents()) events_i.push_back(std::move(e));
     for (auto& e : responder_->TakeEvents()) events_r.push_back(std::move(e));
+    if (!check_sending_) return;
+    for (const auto* side : {&sink_i_, &sink_r_}) {
+      const RecordingSink& other = side == &sink_i_ ? sink_r_ : sink_i_;
+      const uint32_t spi = side->SendingSpi();
+      if (spi == 0 && !side->live.empty()) ++unsendable_;
+      if (spi != 0 && !other.HasInbound(spi)) ++lost_sends_;
+    }
   }
 
   FakeClock clock_;
@@ -321,6 +368,9 @@ class Pair {
   std::optional<uint16_t> initiator_nat_port_;
   int index_i_ = 0;
   int index_r_ = 0;
+  bool check_sending_ = false;
+  int lost_sends_ = 0;
+  int unsendable_ = 0;
 };
 
 // Both sides agree on the SAs and the keys line up by direction.
@@ -1273,6 +1323,8 @@ void ExpectOneMirroredChild(Pair& pair) {
   EXPECT_EQ(i.inbound_encr_key.view(), r.outbound_encr_key.view());
   EXPECT_EQ(i.outbound_integ_key.view(), r.inbound_integ_key.view());
   EXPECT_NE(i.outbound_encr_key.view(), i.inbound_encr_key.view());
+  EXPECT_FALSE(i.outbound_deferred);
+  EXPECT_FALSE(r.outbound_deferred);
 }
 
 class EngineRekeyTest : public ::testing::TestWithParam<const char*> {};
@@ -1322,6 +1374,104 @@ TEST_P(EngineRekeyTest, ResponderRekeysTheChildSa) {
 INSTANTIATE_TEST_SUITE_P(Esp, EngineRekeyTest,
                          ::testing::Values("aes256gcm16", "aes128gcm16-ecp256",
                                            "aes256-sha256-modp2048", "aes128gcm16-x25519"));
+
+// RFC 7296 §2.8: the rekey responder sends on the new SA only once the
+// initiator, deleting the old SA, shows that it has the new one.
+TEST_P(EngineRekeyTest, ResponderSendsOnTheNewSaAfterTheDelete) {
+  Side i, r;
+  i.esp = r.esp = GetParam();
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run());
+  const uint32_t old_out = pair.sink_r().live.at(0).outbound_spi;
+  pair.CheckSending();
+  std::optional<uint32_t> sending_at_delete;
+  size_t deferred_at_delete = 0;
+  pair.set_filter([&](bool from_initiator, int, const Bytes& data) {
+    if (from_initiator && data.size() > 18 && data[18] == kExchangeInformational &&
+        !sending_at_delete.has_value()) {
+      sending_at_delete = pair.sink_r().SendingSpi();
+      for (const ChildSa& c : pair.sink_r().live) deferred_at_delete += c.outbound_deferred;
+    }
+    return Pair::Fate::kDeliver;
+  });
+  ASSERT_TRUE(pair.initiator().RekeyChild().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(10)));
+  ExpectOneMirroredChild(pair);
+  ASSERT_TRUE(sending_at_delete.has_value());
+  EXPECT_EQ(*sending_at_delete, old_out);  // The new SA is in, its outbound half not yet.
+  EXPECT_EQ(deferred_at_delete, 1u);
+  EXPECT_EQ(pair.sink_r().activated, std::vector<uint32_t>{pair.sink_r().live[0].inbound_spi});
+  EXPECT_TRUE(pair.sink_i().activated.empty());  // The initiator sends on it at once.
+  EXPECT_EQ(pair.sink_i().SendingSpi(), pair.sink_r().live[0].inbound_spi);
+  EXPECT_EQ(pair.sink_r().SendingSpi(), pair.sink_i().live[0].inbound_spi);
+  EXPECT_EQ(pair.lost_sends(), 0);
+  EXPECT_EQ(pair.unsendable(), 0);
+  EXPECT_EQ(pair.responder().counters().deferred_outbound_timeouts, 0u);
+  EXPECT_FALSE(pair.responder().NextDeadline().has_value());
+}
+
+// When the DELETE of the old SA does not come, the responder sends on the
+// new SA after deferred_outbound_timeout anyway (the initiator has it: it
+// got the response, or it would not delete).
+TEST(EngineRekeyTest, ResponderSendsOnTheNewSaWhenTheDeleteIsLate) {
+  Side i, r;
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run());
+  pair.CheckSending();
+  int deletes = 0;
+  std::optional<absl::Time> delete_delivered;
+  pair.set_filter([&](bool from_initiator, int, const Bytes& data) {
+    if (!from_initiator || data.size() <= 18 || data[18] != kExchangeInformational) {
+      return Pair::Fate::kDeliver;
+    }
+    // The first three transmissions (at 0, 1 and 3 s) are lost.
+    if (++deletes <= 3) return Pair::Fate::kDrop;
+    if (!delete_delivered.has_value()) delete_delivered = pair.clock().Now();
+    return Pair::Fate::kDeliver;
+  });
+  const absl::Time start = pair.clock().Now();
+  ASSERT_TRUE(pair.initiator().RekeyChild().ok());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(2)));
+  ASSERT_EQ(pair.sink_r().live.size(), 2u);
+  EXPECT_TRUE(pair.sink_r().live[1].outbound_deferred);
+  EXPECT_TRUE(pair.sink_r().activated.empty());
+  ASSERT_TRUE(pair.Pump(absl::Seconds(2)));  // Past the 3 s timeout.
+  ASSERT_EQ(pair.sink_r().live.size(), 2u);  // The old SA is not deleted yet...
+  EXPECT_EQ(pair.sink_r().activated.size(), 1u);  // ...but the new one sends.
+  EXPECT_EQ(pair.sink_r().SendingSpi(), pair.sink_r().live[1].outbound_spi);
+  EXPECT_EQ(pair.responder().counters().deferred_outbound_timeouts, 1u);
+  ASSERT_TRUE(pair.Pump(absl::Seconds(20)));
+  ASSERT_TRUE(delete_delivered.has_value());
+  EXPECT_GE(*delete_delivered - start, absl::Seconds(7));
+  ExpectOneMirroredChild(pair);
+  EXPECT_EQ(pair.sink_r().activated.size(), 1u);
+  EXPECT_EQ(pair.lost_sends(), 0);
+  EXPECT_EQ(pair.unsendable(), 0);
+}
+
+// The IKE SA going away while the outbound half waits: nothing is activated
+// afterwards, no timer is left (the agent takes the SAs out).
+TEST(EngineRekeyTest, DeferredOutboundEndsWithTheIkeSa) {
+  Side i, r;
+  Pair pair(i, r);
+  ASSERT_TRUE(pair.Run());
+  pair.set_filter([&](bool from_initiator, int, const Bytes& data) {
+    // The initiator's requests (its DELETE of the old SA), not its answers.
+    const bool request = data.size() > 19 && data[18] == kExchangeInformational &&
+                         (data[19] & 0x20) == 0;
+    return from_initiator && request ? Pair::Fate::kDrop : Pair::Fate::kDeliver;
+  });
+  ASSERT_TRUE(pair.initiator().RekeyChild().ok());
+  ASSERT_TRUE(pair.Pump(absl::Milliseconds(500)));
+  ASSERT_EQ(pair.sink_r().live.size(), 2u);
+  ASSERT_TRUE(pair.sink_r().live[1].outbound_deferred);
+  pair.responder().Delete();
+  ASSERT_TRUE(pair.Pump(absl::Seconds(10)));
+  EXPECT_EQ(pair.responder().state(), Engine::State::kDeleted);
+  EXPECT_TRUE(pair.sink_r().activated.empty());
+  EXPECT_EQ(pair.responder().counters().deferred_outbound_timeouts, 0u);
+  EXPECT_FALSE(pair.responder().NextDeadline().has_value());
+}
 
 TEST(EngineRekeyTest, RekeysOnSchedule) {
   Side i, r;
@@ -1504,6 +1654,7 @@ TEST(EngineRekeyTest, InstalledSaFollowsTheNatMapping) {
 
 TEST(EngineRekeyTest, CollisionsSettleOnOneSaOverManySeeds) {
   int collisions = 0;
+  int lossy = 0;
   for (uint64_t seed = 1; seed <= 200; ++seed) {
     SCOPED_TRACE(seed);
     Side i, r;
@@ -1516,6 +1667,7 @@ TEST(EngineRekeyTest, CollisionsSettleOnOneSaOverManySeeds) {
              : roll < 25 ? Pair::Fate::kDuplicate
                          : Pair::Fate::kDeliver;
     });
+    pair.CheckSending();
     // Both ends decide to rekey at the same moment.
     ASSERT_TRUE(pair.initiator().RekeyChild().ok());
     ASSERT_TRUE(pair.responder().RekeyChild().ok());
@@ -1523,9 +1675,18 @@ TEST(EngineRekeyTest, CollisionsSettleOnOneSaOverManySeeds) {
     ASSERT_EQ(pair.initiator().state(), Engine::State::kEstablished);
     ASSERT_EQ(pair.responder().state(), Engine::State::kEstablished);
     ExpectOneMirroredChild(pair);
+    // Never a moment without an SA to send on.
+    EXPECT_EQ(pair.unsendable(), 0);
     collisions += pair.initiator().counters().rekey_collisions > 0 ? 1 : 0;
+    lossy += pair.lost_sends() > 0 ? 1 : 0;
   }
   EXPECT_GT(collisions, 100);
+  // Left: a collision settled after our rekey completed (we sent on our
+  // new SA before learning it is redundant) and timeouts after lost
+  // responses; 11 of 200 when written, 111 while the loser sent on its
+  // redundant SA.
+  std::cerr << "seeds with a send on an SA the peer lacked: " << lossy << " of 200\n";
+  EXPECT_LE(lossy, 20);
 }
 
 // --- CREATE_CHILD_SA: IKE SA rekey ---

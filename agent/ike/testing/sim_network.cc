@@ -73,6 +73,21 @@ absl::Status SimSink::RemoveChildSa(const ChildSa& sa) {
   return absl::NotFoundError("no such SA");
 }
 
+absl::Status SimSink::ActivateChildSaOutbound(const ChildSa& sa) {
+  for (Installed& i : live_) {
+    if (i.sa.inbound_spi != sa.inbound_spi) continue;
+    if (!i.sa.outbound_deferred || sa.outbound_deferred) {
+      errors_.push_back(absl::StrFormat("SPI %08x: outbound SA activated twice", sa.inbound_spi));
+      return absl::FailedPreconditionError("not deferred");
+    }
+    i.sa = sa;
+    return absl::OkStatus();
+  }
+  errors_.push_back(
+      absl::StrFormat("outbound SA of SPI %08x activated, which is not installed", sa.inbound_spi));
+  return absl::NotFoundError("no such SA");
+}
+
 void SimSink::RetireAll() { live_.clear(); }
 
 // --- SimNetwork ---
@@ -349,6 +364,14 @@ void SimNetwork::Step() {
 void SimNetwork::CheckStep() {
   for (auto& node : nodes_) {
     if (!node->alive) continue;
+    // Make before break: while a node has CHILD SAs, one of them sends.
+    const auto& live = node->sink.live();
+    if (!live.empty() && std::all_of(live.begin(), live.end(), [](const SimSink::Installed& i) {
+          return i.sa.outbound_deferred;
+        })) {
+      Violation(node.get(), absl::StrFormat("no CHILD SA to send on (%d installed, none sends)",
+                                            static_cast<int>(live.size())));
+    }
     for (const SimSink::Installed& i : node->sink.live()) {
       const absl::Duration age = now() - i.installed_at;
       max_sa_age_ = std::max(max_sa_age_, age);

@@ -86,6 +86,7 @@ class SimSink : public ChildSaSink {
   // ChildSaSink
   absl::Status InstallChildSa(const ChildSa& sa) override;
   absl::Status RemoveChildSa(const ChildSa& sa) override;
+  absl::Status ActivateChildSaOutbound(const ChildSa& sa) override;
 
   // The IKE SA is gone: every CHILD SA of it goes too.
   void RetireAll();
@@ -94,7 +95,7 @@ class SimSink : public ChildSaSink {
   // Every SA installed, in order, with its install time.
   const std::vector<Installed>& history() const { return history_; }
   // Misuse of the dataplane by the engine (an SPI installed twice, a
-  // removal of an SA that is not there).
+  // removal of an SA that is not there, an outbound SA activated twice).
   const std::vector<std::string>& errors() const { return errors_; }
 
  private:
