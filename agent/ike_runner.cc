@@ -1036,7 +1036,8 @@ void IkeRunner::Loop::Flush(Sa& sa) {
   metrics_.IkeRekeys(true, false, c.ike_rekey_failures - sa.seen.ike_rekey_failures);
   metrics_.IkeRekeys(false, true, c.ike_rekeys_answered - sa.seen.ike_rekeys_answered);
   metrics_.RekeyCollisions(c.rekey_collisions - sa.seen.rekey_collisions);
-  metrics_.DeferredOutbound(false, c.deferred_outbound_timeouts - sa.seen.deferred_outbound_timeouts);
+  metrics_.DeferredOutbound(false,
+                            c.deferred_outbound_timeouts - sa.seen.deferred_outbound_timeouts);
   metrics_.DeferredOutbound(true,
                             c.outbound_activation_failures - sa.seen.outbound_activation_failures);
   metrics_.DpdProbes(c.dpd_probes_sent - sa.seen.dpd_probes_sent);
@@ -1333,8 +1334,8 @@ absl::Status IkeRunner::Loop::ActivateChildOutbound(Sa& sa, const ike::ChildSa& 
   // Where the SA went, should the peer's NAT mapping have moved it.
   params.remote_address = installed->outbound.destination;
   absl::StatusOr<ChildSaState> state = MapChildSa(child, params);
-  absl::Status status = state.ok() ? InstallChildSaOutbound(dataplane_, *state, *installed)
-                                   : state.status();
+  absl::Status status =
+      state.ok() ? InstallChildSaOutbound(dataplane_, *state, *installed) : state.status();
   if (!status.ok()) {
     LOG_WARNING("cannot install the rekeyed CHILD SA's outbound SA")
         .With("node", node_)

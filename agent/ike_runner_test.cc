@@ -909,7 +909,8 @@ TEST_F(IkeRunnerTest, RekeyResponderAddsTheOutboundSaOnTheDelete) {
   };
   const auto new_in = index(add("127.0.0.2", after.child_sas(0).inbound_spi()));
   const auto new_out = index(add("127.0.0.1", after.child_sas(0).outbound_spi()));
-  const auto old_out = index(absl::StrCat("DeleteSa 127.0.0.1/0x", before.child_sas(0).outbound_spi()));
+  const auto old_out =
+      index(absl::StrCat("DeleteSa 127.0.0.1/0x", before.child_sas(0).outbound_spi()));
   ASSERT_LT(new_in, static_cast<ptrdiff_t>(calls.size()));
   ASSERT_LT(new_out, static_cast<ptrdiff_t>(calls.size()));
   ASSERT_LT(old_out, static_cast<ptrdiff_t>(calls.size()));

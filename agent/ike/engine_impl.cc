@@ -718,8 +718,8 @@ void EngineImpl::HandleRekeyRequest(const Message& plain, Message& response) {
   // response arrives; ours goes out on it once the peer deleted the old
   // SA (or later, ActivateOutbound()). A new SA in place of none has no
   // older one to carry the traffic meanwhile.
-  const bool defer = task.old().inbound_spi != 0 &&
-                     config_.deferred_outbound_timeout > absl::ZeroDuration();
+  const bool defer =
+      task.old().inbound_spi != 0 && config_.deferred_outbound_timeout > absl::ZeroDuration();
   if (!InstallRekeyed(task, defer)) return;
   if (task.old().inbound_spi != 0) ++counters_.child_rekeys_answered;
   if (rekey_task_ != nullptr && rekey_task_->old().inbound_spi == task.old().inbound_spi) {
@@ -830,8 +830,9 @@ bool EngineImpl::InstallRekeyed(RekeyChildTask& task, bool defer_outbound) {
   }
   children_.push_back(child);
   if (defer_outbound) {
-    deferred_outbound_.push_back(DeferredOutbound{
-        child.inbound_spi, task.old().inbound_spi, clock_.Now() + config_.deferred_outbound_timeout});
+    deferred_outbound_.push_back(
+        DeferredOutbound{child.inbound_spi, task.old().inbound_spi,
+                         clock_.Now() + config_.deferred_outbound_timeout});
   }
   EngineEvent e = NewEvent(EngineEvent::Kind::kChildSaEstablished);
   e.algorithms = child.algorithms;
@@ -875,10 +876,11 @@ void EngineImpl::ActivateOutbound(uint32_t inbound_spi, absl::string_view why) {
 }
 
 void EngineImpl::ForgetDeferred(uint32_t inbound_spi) {
-  deferred_outbound_.erase(
-      std::remove_if(deferred_outbound_.begin(), deferred_outbound_.end(),
-                     [inbound_spi](const DeferredOutbound& d) { return d.inbound_spi == inbound_spi; }),
-      deferred_outbound_.end());
+  deferred_outbound_.erase(std::remove_if(deferred_outbound_.begin(), deferred_outbound_.end(),
+                                          [inbound_spi](const DeferredOutbound& d) {
+                                            return d.inbound_spi == inbound_spi;
+                                          }),
+                           deferred_outbound_.end());
 }
 
 void EngineImpl::QueueChildDelete(uint32_t inbound_spi) {
@@ -910,7 +912,7 @@ void EngineImpl::RemoveChild(uint32_t inbound_spi, bool by_peer) {
     children_.erase(it);
     // Never without an outbound SA while there is an SA.
     if (!children_.empty() && std::all_of(children_.begin(), children_.end(),
-                                           [](const ChildSa& c) { return c.outbound_deferred; })) {
+                                          [](const ChildSa& c) { return c.outbound_deferred; })) {
       ActivateOutbound(children_.back().inbound_spi, "no other outbound SA is left");
     }
     if (by_peer && children_.empty() && state_ == State::kEstablished &&

@@ -1435,8 +1435,8 @@ TEST(EngineRekeyTest, ResponderSendsOnTheNewSaWhenTheDeleteIsLate) {
   ASSERT_EQ(pair.sink_r().live.size(), 2u);
   EXPECT_TRUE(pair.sink_r().live[1].outbound_deferred);
   EXPECT_TRUE(pair.sink_r().activated.empty());
-  ASSERT_TRUE(pair.Pump(absl::Seconds(2)));  // Past the 3 s timeout.
-  ASSERT_EQ(pair.sink_r().live.size(), 2u);  // The old SA is not deleted yet...
+  ASSERT_TRUE(pair.Pump(absl::Seconds(2)));       // Past the 3 s timeout.
+  ASSERT_EQ(pair.sink_r().live.size(), 2u);       // The old SA is not deleted yet...
   EXPECT_EQ(pair.sink_r().activated.size(), 1u);  // ...but the new one sends.
   EXPECT_EQ(pair.sink_r().SendingSpi(), pair.sink_r().live[1].outbound_spi);
   EXPECT_EQ(pair.responder().counters().deferred_outbound_timeouts, 1u);
@@ -1457,8 +1457,8 @@ TEST(EngineRekeyTest, DeferredOutboundEndsWithTheIkeSa) {
   ASSERT_TRUE(pair.Run());
   pair.set_filter([&](bool from_initiator, int, const Bytes& data) {
     // The initiator's requests (its DELETE of the old SA), not its answers.
-    const bool request = data.size() > 19 && data[18] == kExchangeInformational &&
-                         (data[19] & 0x20) == 0;
+    const bool request =
+        data.size() > 19 && data[18] == kExchangeInformational && (data[19] & 0x20) == 0;
     return from_initiator && request ? Pair::Fate::kDrop : Pair::Fate::kDeliver;
   });
   ASSERT_TRUE(pair.initiator().RekeyChild().ok());
