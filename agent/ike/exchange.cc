@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -31,6 +32,18 @@ uint32_t RandomSpi32(RandomSource& random) {
 Bytes Spi32Bytes(uint32_t spi) {
   return {static_cast<uint8_t>(spi >> 24), static_cast<uint8_t>(spi >> 16),
           static_cast<uint8_t>(spi >> 8), static_cast<uint8_t>(spi)};
+}
+
+// The DH group an INVALID_KE_PAYLOAD notify asks for (RFC 7296 §1.2, its
+// two data bytes), when it is well formed and one of `proposals` offers it.
+std::optional<uint16_t> RequestedGroup(const NotifyPayload& n,
+                                       const std::vector<AlgorithmProposal>& proposals) {
+  if (n.data.size() != 2) return std::nullopt;
+  const uint16_t g = static_cast<uint16_t>(n.data[0] << 8 | n.data[1]);
+  const bool ours = std::any_of(proposals.begin(), proposals.end(),
+                                [g](const AlgorithmProposal& p) { return p.dh_group == g; });
+  if (!ours) return std::nullopt;
+  return g;
 }
 
 }  // namespace
@@ -476,9 +489,7 @@ TaskResult IkeSaInitTask::ProcessResponse(const Message& m, const Endpoint& from
     const uint16_t g = static_cast<uint16_t>(n->data[0] << 8 | n->data[1]);
     // A late copy of the answer to our previous attempt.
     if (g == sa_.dh_group) return TaskResult::Ignore();
-    const bool ours = std::any_of(config_.ike_proposals.begin(), config_.ike_proposals.end(),
-                                  [g](const AlgorithmProposal& p) { return p.dh_group == g; });
-    if (!ours || !tried_groups_.insert(g).second) {
+    if (!RequestedGroup(*n, config_.ike_proposals).has_value() || !tried_groups_.insert(g).second) {
       return TaskResult::Fail(FailureReason::kNoProposalChosen,
                               absl::StrCat("peer wants DH group ", g));
     }
@@ -947,15 +958,11 @@ TaskResult RekeyChildTask::ProcessRequest(const Message& m) {
 
 TaskResult RekeyChildTask::ProcessResponse(const Message& m) {
   if (const NotifyPayload* n = FindNotify(m, kNotifyInvalidKePayload); n != nullptr) {
-    if (n->data.size() == 2 && !retried_group_) {
-      const uint16_t g = static_cast<uint16_t>(n->data[0] << 8 | n->data[1]);
-      const bool ours = std::any_of(config_.esp_proposals.begin(), config_.esp_proposals.end(),
-                                    [g](const AlgorithmProposal& p) { return p.dh_group == g; });
-      if (ours && g != dh_group_) {
-        retried_group_ = true;
-        dh_group_ = g;
-        return TaskResult::Retry();
-      }
+    const std::optional<uint16_t> g = RequestedGroup(*n, config_.esp_proposals);
+    if (g.has_value() && !retried_group_ && *g != dh_group_) {
+      retried_group_ = true;
+      dh_group_ = *g;
+      return TaskResult::Retry();
     }
     return TaskResult::Fail(FailureReason::kNoProposalChosen, "peer wants another DH group");
   }
@@ -1158,15 +1165,11 @@ TaskResult RekeyIkeTask::ProcessRequest(const Message& m) {
 
 TaskResult RekeyIkeTask::ProcessResponse(const Message& m) {
   if (const NotifyPayload* n = FindNotify(m, kNotifyInvalidKePayload); n != nullptr) {
-    if (n->data.size() == 2 && !retried_group_) {
-      const uint16_t g = static_cast<uint16_t>(n->data[0] << 8 | n->data[1]);
-      const bool ours = std::any_of(config_.ike_proposals.begin(), config_.ike_proposals.end(),
-                                    [g](const AlgorithmProposal& p) { return p.dh_group == g; });
-      if (ours && g != dh_group_) {
-        retried_group_ = true;
-        dh_group_ = g;
-        return TaskResult::Retry();
-      }
+    const std::optional<uint16_t> g = RequestedGroup(*n, config_.ike_proposals);
+    if (g.has_value() && !retried_group_ && *g != dh_group_) {
+      retried_group_ = true;
+      dh_group_ = *g;
+      return TaskResult::Retry();
     }
     return TaskResult::Fail(FailureReason::kNoProposalChosen, "peer wants another DH group");
   }
