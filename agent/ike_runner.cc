@@ -265,6 +265,9 @@ class IkeRunner::Loop {
     // SA's, and a rekeyed one's until it is deleted.
     std::vector<uint64_t> local_spis;
     uint64_t peer_spi = 0;  // Responders: the initiator's SPI.
+    // The peer's outer address once its NAT mapping moved it off the
+    // tunnel's configured one (MoveChild); CHILD SAs made later go there.
+    ike::Bytes moved_peer_address;
     absl::Time started;
     absl::Time give_up = absl::InfiniteFuture();  // Responders, while half-open.
     // Responders, while counted as half-open by admission_: the sender,
@@ -1252,7 +1255,9 @@ void IkeRunner::Loop::Retire(std::unique_ptr<Sa> sa,
 
 absl::Status IkeRunner::Loop::InstallChild(Sa& sa, const ike::ChildSa& child) {
   Tunnel& t = *sa.tunnel;
-  absl::StatusOr<ChildSaState> state = MapChildSa(child, t.child_params);
+  ChildSaParams params = t.child_params;
+  if (!sa.moved_peer_address.empty()) params.remote_address = sa.moved_peer_address;
+  absl::StatusOr<ChildSaState> state = MapChildSa(child, params);
   absl::StatusOr<InstalledChildSa> installed =
       state.ok() ? InstallChildSa(dataplane_, *state, !child.outbound_deferred) : state.status();
   if (!installed.ok()) {
@@ -1379,6 +1384,8 @@ absl::Status IkeRunner::Loop::MoveChild(Sa& sa, const ike::ChildSa& child,
         .With("error", status.ToString());
     return status;
   }
+  sa.moved_peer_address =
+      peer.address == t.child_params.remote_address ? ike::Bytes() : peer.address;
   metrics_.PeerMoved();
   LOG_INFO("CHILD SA follows the peer's NAT mapping")
       .With("node", node_)

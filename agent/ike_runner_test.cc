@@ -1214,6 +1214,52 @@ TEST_F(IkeRunnerTest, InstalledSasFollowThePeersNatMapping) {
   close(second);
 }
 
+// The NAT in front of node-a changes its public address: the SAs move to
+// it, and a CHILD SA made later (a rekey) goes there too, not to the
+// tunnel's configured address.
+TEST_F(IkeRunnerTest, SasFollowThePeersNewAddressAcrossARekey) {
+  auto b = NewAgent(kNodeB);
+  b->Apply({Tunnel("ab", kNodeB)});
+  ASSERT_TRUE(b->WaitForPhase("ab", strait::v1::TUNNEL_PHASE_CONNECTING));
+  absl::StatusOr<ike::EngineConfig> config = ike::EngineConfigFromSpec(Tunnel("ab", kNodeA).spec());
+  ASSERT_TRUE(config.ok()) << config.status();
+  config->local.port = 0;
+  config->remote.port = options_.ike_port;
+  config->nat_t_port = options_.nat_t_port;
+  config->force_encapsulation = true;
+  config->dpd_interval = absl::Seconds(1);
+  ike::RandomSourcePtr random = ike::CreateOpenSslRandomSource();
+  LastChildSink sink;
+  absl::StatusOr<ike::EnginePtr> engine =
+      ike::CreateEngine(*config, RealClock::Get(), *random, sink);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  HandDrivenPeer peer(**engine, options_.nat_t_port);
+  uint16_t port = 0;
+  const int first = *ike::BindUdpSocket(ike::Endpoint{Ip("127.0.0.1"), 0}, &port);
+  const int moved = *ike::BindUdpSocket(ike::Endpoint{Ip("127.0.0.3"), 0}, &port);
+  ASSERT_TRUE((*engine)->Initiate().ok());
+  ASSERT_TRUE(peer.Pump(first, [&] { return sink.child.has_value(); }));
+  ASSERT_TRUE(b->WaitForPhase("ab", strait::v1::TUNNEL_PHASE_ESTABLISHED));
+  const uint32_t first_spi = sink.child->inbound_spi;
+  ASSERT_TRUE(b->dataplane().GetSa(SaId{Ip("127.0.0.1"), first_spi}).has_value());
+
+  // A DPD probe from the new address moves the SA there.
+  ASSERT_TRUE(peer.Pump(
+      moved, [&] { return b->Metric("strait_agent_ike_nat_mapping_changes_total") == 1; }));
+  EXPECT_FALSE(b->dataplane().GetSa(SaId{Ip("127.0.0.1"), first_spi}).has_value());
+  ASSERT_TRUE(b->dataplane().GetSa(SaId{Ip("127.0.0.3"), first_spi}).has_value());
+
+  // node-a rekeys: the new outbound SA goes to the new address.
+  ASSERT_TRUE((*engine)->RekeyChild().ok());
+  ASSERT_TRUE(peer.Pump(moved, [&] {
+    return sink.child->inbound_spi != first_spi &&
+           b->dataplane().GetSa(SaId{Ip("127.0.0.3"), sink.child->inbound_spi}).has_value();
+  })) << "no outbound SA to 127.0.0.3 for the rekeyed CHILD SA";
+  EXPECT_FALSE(b->dataplane().GetSa(SaId{Ip("127.0.0.1"), sink.child->inbound_spi}).has_value());
+  close(first);
+  close(moved);
+}
+
 TEST_F(IkeRunnerTest, NatTSocketHoldsAnEspBurstWhileTheHandlerIsBusy) {
   // The runner asks for 4 MiB; this test needs what 600 datagrams take.
   constexpr int kDatagrams = 600;

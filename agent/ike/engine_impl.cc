@@ -324,9 +324,12 @@ void EngineImpl::HandleDatagram(absl::Span<const uint8_t> datagram, const Endpoi
     ++counters_.malformed_dropped;
     return;
   }
-  // This slice runs one SA with one configured peer; NAT-T port floating
-  // comes with the UDP 4500 move.
-  if (from.address != config_.remote.address) {
+  // One SA with one configured peer. Only behind a NAT, once established,
+  // may the peer's address change (RFC 7296 §2.23): Decrypt() follows it
+  // on messages that authenticate.
+  const bool may_move = (sa_.local_behind_nat || sa_.remote_behind_nat) &&
+                        (state_ == State::kEstablished || state_ == State::kDeleting);
+  if (from.address != config_.remote.address && from.address != remote_.address && !may_move) {
     ++counters_.unexpected_dropped;
     return;
   }
