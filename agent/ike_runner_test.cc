@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/memory/memory.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -1103,11 +1104,6 @@ TEST_F(IkeRunnerTest, Ipv6SocketsReceiveAndDispatch) {
             1);
 }
 
-// ESP in UDP arrives on the runner's thread. While the handler is busy
-// (decrypting, or descheduled on a busy machine) the NAT-T socket must hold
-// a burst: with the default receive buffer (rmem_default, about 200 KiB, or
-// some 90 full-size datagrams) a single TCP stream through the userspace
-// dataplane lost tens of thousands of datagrams in a few seconds.
 // Records the CHILD SA the engine installs.
 class LastChildSink : public ike::ChildSaSink {
  public:
@@ -1119,19 +1115,40 @@ class LastChildSink : public ike::ChildSaSink {
   std::optional<ike::ChildSa> child;
 };
 
-// An initiator engine driven by hand over one of the test's sockets, so
-// that the test can change the source port under it, as a NAT would.
+// node-a's end of "ab" as an initiator engine driven by hand over one of
+// the test's sockets, so that the test can change the source port or
+// address under it, as a NAT would. node-b sees it behind a NAT (forced
+// encapsulation); a DPD probe every second gives it something to send.
 class HandDrivenPeer {
  public:
-  HandDrivenPeer(ike::Engine& engine, uint16_t nat_t_port) : engine_(engine), nat_t_(nat_t_port) {}
+  static absl::StatusOr<std::unique_ptr<HandDrivenPeer>> Create(const IkeRunnerOptions& options) {
+    absl::StatusOr<ike::EngineConfig> config =
+        ike::EngineConfigFromSpec(Tunnel("ab", kNodeA).spec());
+    if (!config.ok()) return config.status();
+    config->local.port = 0;
+    config->remote.port = options.ike_port;
+    config->nat_t_port = options.nat_t_port;
+    config->force_encapsulation = true;
+    config->dpd_interval = absl::Seconds(1);
+    auto peer = absl::WrapUnique(new HandDrivenPeer(options.nat_t_port));
+    absl::StatusOr<ike::EnginePtr> engine =
+        ike::CreateEngine(*config, RealClock::Get(), *peer->random_, peer->sink_);
+    if (!engine.ok()) return engine.status();
+    peer->engine_ = *std::move(engine);
+    return peer;
+  }
+
+  ike::Engine& engine() { return *engine_; }
+  // The newest CHILD SA the engine installed.
+  const std::optional<ike::ChildSa>& child() const { return sink_.child; }
 
   // Sends the engine's output from `fd` and feeds it what `fd` receives,
   // until `done` or `timeout`.
   bool Pump(int fd, const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(20)) {
     const absl::Time until = absl::Now() + timeout;
     while (absl::Now() < until) {
-      engine_.Tick(absl::Now());
-      for (const ike::OutboundDatagram& d : engine_.TakeDatagrams()) {
+      engine_->Tick(absl::Now());
+      for (const ike::OutboundDatagram& d : engine_->TakeDatagrams()) {
         std::vector<uint8_t> out;
         if (d.to.port == nat_t_ && !d.keepalive) out.assign(4, 0);  // Non-ESP marker.
         out.insert(out.end(), d.data.begin(), d.data.end());
@@ -1151,13 +1168,18 @@ class HandDrivenPeer {
       if (n <= 0 || !ike::FromSockaddr(from, &e)) continue;
       in.resize(static_cast<size_t>(n));
       if (e.port == nat_t_ && in.size() >= 4) in.erase(in.begin(), in.begin() + 4);
-      engine_.HandleDatagram(in, e);
+      engine_->HandleDatagram(in, e);
     }
     return done();
   }
 
  private:
-  ike::Engine& engine_;
+  explicit HandDrivenPeer(uint16_t nat_t_port)
+      : random_(ike::CreateOpenSslRandomSource()), nat_t_(nat_t_port) {}
+
+  ike::RandomSourcePtr random_;
+  LastChildSink sink_;
+  ike::EnginePtr engine_;  // After the sink, which it uses.
   const uint16_t nat_t_;
 };
 
@@ -1168,28 +1190,19 @@ TEST_F(IkeRunnerTest, InstalledSasFollowThePeersNatMapping) {
   auto b = NewAgent(kNodeB);
   b->Apply({Tunnel("ab", kNodeB)});
   ASSERT_TRUE(b->WaitForPhase("ab", strait::v1::TUNNEL_PHASE_CONNECTING));
-  absl::StatusOr<ike::EngineConfig> config = ike::EngineConfigFromSpec(Tunnel("ab", kNodeA).spec());
-  ASSERT_TRUE(config.ok()) << config.status();
-  config->local.port = 0;
-  config->remote.port = options_.ike_port;
-  config->nat_t_port = options_.nat_t_port;
-  config->force_encapsulation = true;  // node-b sees node-a behind a NAT.
-  config->dpd_interval = absl::Seconds(1);
-  ike::RandomSourcePtr random = ike::CreateOpenSslRandomSource();
-  LastChildSink sink;
-  absl::StatusOr<ike::EnginePtr> engine =
-      ike::CreateEngine(*config, RealClock::Get(), *random, sink);
-  ASSERT_TRUE(engine.ok()) << engine.status();
-  HandDrivenPeer peer(**engine, options_.nat_t_port);
+  absl::StatusOr<std::unique_ptr<HandDrivenPeer>> created = HandDrivenPeer::Create(options_);
+  ASSERT_TRUE(created.ok()) << created.status();
+  HandDrivenPeer& peer = **created;
+  ike::Engine& engine = peer.engine();
 
   uint16_t first_port = 0, second_port = 0;
   const int first = *ike::BindUdpSocket(ike::Endpoint{Ip("127.0.0.1"), 0}, &first_port);
   const int second = *ike::BindUdpSocket(ike::Endpoint{Ip("127.0.0.1"), 0}, &second_port);
-  ASSERT_TRUE((*engine)->Initiate().ok());
-  ASSERT_TRUE(peer.Pump(first, [&] { return sink.child.has_value(); }));
+  ASSERT_TRUE(engine.Initiate().ok());
+  ASSERT_TRUE(peer.Pump(first, [&] { return peer.child().has_value(); }));
   ASSERT_TRUE(b->WaitForPhase("ab", strait::v1::TUNNEL_PHASE_ESTABLISHED));
-  const SaId outbound{Ip("127.0.0.1"), sink.child->inbound_spi};
-  const SaId inbound{Ip("127.0.0.2"), sink.child->outbound_spi};
+  const SaId outbound{Ip("127.0.0.1"), peer.child()->inbound_spi};
+  const SaId inbound{Ip("127.0.0.2"), peer.child()->outbound_spi};
   std::optional<SaConfig> out = b->dataplane().GetSa(outbound);
   ASSERT_TRUE(out.has_value());
   ASSERT_TRUE(out->encapsulation.has_value());
@@ -1199,7 +1212,7 @@ TEST_F(IkeRunnerTest, InstalledSasFollowThePeersNatMapping) {
   // The NAT rebinds: the next DPD probe comes from another port.
   ASSERT_TRUE(peer.Pump(second, [&] {
     return b->Metric("strait_agent_ike_nat_mapping_changes_total") == 1 &&
-           (*engine)->counters().dpd_probes_sent > 0;
+           engine.counters().dpd_probes_sent > 0;
   }));
   out = b->dataplane().GetSa(outbound);
   ASSERT_TRUE(out.has_value());  // The same SA, moved.
@@ -1221,26 +1234,17 @@ TEST_F(IkeRunnerTest, SasFollowThePeersNewAddressAcrossARekey) {
   auto b = NewAgent(kNodeB);
   b->Apply({Tunnel("ab", kNodeB)});
   ASSERT_TRUE(b->WaitForPhase("ab", strait::v1::TUNNEL_PHASE_CONNECTING));
-  absl::StatusOr<ike::EngineConfig> config = ike::EngineConfigFromSpec(Tunnel("ab", kNodeA).spec());
-  ASSERT_TRUE(config.ok()) << config.status();
-  config->local.port = 0;
-  config->remote.port = options_.ike_port;
-  config->nat_t_port = options_.nat_t_port;
-  config->force_encapsulation = true;
-  config->dpd_interval = absl::Seconds(1);
-  ike::RandomSourcePtr random = ike::CreateOpenSslRandomSource();
-  LastChildSink sink;
-  absl::StatusOr<ike::EnginePtr> engine =
-      ike::CreateEngine(*config, RealClock::Get(), *random, sink);
-  ASSERT_TRUE(engine.ok()) << engine.status();
-  HandDrivenPeer peer(**engine, options_.nat_t_port);
+  absl::StatusOr<std::unique_ptr<HandDrivenPeer>> created = HandDrivenPeer::Create(options_);
+  ASSERT_TRUE(created.ok()) << created.status();
+  HandDrivenPeer& peer = **created;
+  ike::Engine& engine = peer.engine();
   uint16_t port = 0;
   const int first = *ike::BindUdpSocket(ike::Endpoint{Ip("127.0.0.1"), 0}, &port);
   const int moved = *ike::BindUdpSocket(ike::Endpoint{Ip("127.0.0.3"), 0}, &port);
-  ASSERT_TRUE((*engine)->Initiate().ok());
-  ASSERT_TRUE(peer.Pump(first, [&] { return sink.child.has_value(); }));
+  ASSERT_TRUE(engine.Initiate().ok());
+  ASSERT_TRUE(peer.Pump(first, [&] { return peer.child().has_value(); }));
   ASSERT_TRUE(b->WaitForPhase("ab", strait::v1::TUNNEL_PHASE_ESTABLISHED));
-  const uint32_t first_spi = sink.child->inbound_spi;
+  const uint32_t first_spi = peer.child()->inbound_spi;
   ASSERT_TRUE(b->dataplane().GetSa(SaId{Ip("127.0.0.1"), first_spi}).has_value());
 
   // A DPD probe from the new address moves the SA there.
@@ -1250,16 +1254,21 @@ TEST_F(IkeRunnerTest, SasFollowThePeersNewAddressAcrossARekey) {
   ASSERT_TRUE(b->dataplane().GetSa(SaId{Ip("127.0.0.3"), first_spi}).has_value());
 
   // node-a rekeys: the new outbound SA goes to the new address.
-  ASSERT_TRUE((*engine)->RekeyChild().ok());
+  ASSERT_TRUE(engine.RekeyChild().ok());
   ASSERT_TRUE(peer.Pump(moved, [&] {
-    return sink.child->inbound_spi != first_spi &&
-           b->dataplane().GetSa(SaId{Ip("127.0.0.3"), sink.child->inbound_spi}).has_value();
+    return peer.child()->inbound_spi != first_spi &&
+           b->dataplane().GetSa(SaId{Ip("127.0.0.3"), peer.child()->inbound_spi}).has_value();
   })) << "no outbound SA to 127.0.0.3 for the rekeyed CHILD SA";
-  EXPECT_FALSE(b->dataplane().GetSa(SaId{Ip("127.0.0.1"), sink.child->inbound_spi}).has_value());
+  EXPECT_FALSE(b->dataplane().GetSa(SaId{Ip("127.0.0.1"), peer.child()->inbound_spi}).has_value());
   close(first);
   close(moved);
 }
 
+// ESP in UDP arrives on the runner's thread. While the handler is busy
+// (decrypting, or descheduled on a busy machine) the NAT-T socket must hold
+// a burst: with the default receive buffer (rmem_default, about 200 KiB, or
+// some 90 full-size datagrams) a single TCP stream through the userspace
+// dataplane lost tens of thousands of datagrams in a few seconds.
 TEST_F(IkeRunnerTest, NatTSocketHoldsAnEspBurstWhileTheHandlerIsBusy) {
   // The runner asks for 4 MiB; this test needs what 600 datagrams take.
   constexpr int kDatagrams = 600;
