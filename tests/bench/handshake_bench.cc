@@ -143,7 +143,7 @@ class UdpSocket {
  public:
   static absl::StatusOr<std::unique_ptr<UdpSocket>> Create(const Endpoint& local) {
     sockaddr_storage ss;
-    const socklen_t len = ToSockaddr(local, &ss);
+    const socklen_t len = ike::ToSockaddr(local, &ss);
     if (len == 0) {
       return absl::InvalidArgumentError("bad local address");
     }
@@ -160,8 +160,10 @@ class UdpSocket {
     }
     socklen_t got = sizeof(ss);
     getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &got);
+    Endpoint bound;
+    ike::FromSockaddr(ss, &bound);
     sock->local_ = local;
-    sock->local_.port = FromSockaddr(ss).port;
+    sock->local_.port = bound.port;
     return sock;
   }
   ~UdpSocket() { close(fd_); }
@@ -190,13 +192,14 @@ class UdpSocket {
       return false;
     }
     data->resize(static_cast<size_t>(n));
-    *from = FromSockaddr(ss);
+    *from = Endpoint();
+    ike::FromSockaddr(ss, from);
     return true;
   }
 
   void Send(const Bytes& data, const Endpoint& to) {
     sockaddr_storage ss;
-    const socklen_t len = ToSockaddr(to, &ss);
+    const socklen_t len = ike::ToSockaddr(to, &ss);
     if (sendto(fd_, data.data(), data.size(), 0, reinterpret_cast<sockaddr*>(&ss), len) < 0) {
       ++send_errors_;  // The engine's retransmission covers it.
     }
@@ -207,41 +210,6 @@ class UdpSocket {
 
  private:
   explicit UdpSocket(int fd) : fd_(fd) {}
-
-  static socklen_t ToSockaddr(const Endpoint& e, sockaddr_storage* ss) {
-    std::memset(ss, 0, sizeof(*ss));
-    if (e.address.size() == 4) {
-      auto* sin = reinterpret_cast<sockaddr_in*>(ss);
-      sin->sin_family = AF_INET;
-      sin->sin_port = htons(e.port);
-      std::memcpy(&sin->sin_addr, e.address.data(), 4);
-      return sizeof(sockaddr_in);
-    }
-    if (e.address.size() == 16) {
-      auto* sin6 = reinterpret_cast<sockaddr_in6*>(ss);
-      sin6->sin6_family = AF_INET6;
-      sin6->sin6_port = htons(e.port);
-      std::memcpy(&sin6->sin6_addr, e.address.data(), 16);
-      return sizeof(sockaddr_in6);
-    }
-    return 0;
-  }
-
-  static Endpoint FromSockaddr(const sockaddr_storage& ss) {
-    Endpoint e;
-    if (ss.ss_family == AF_INET) {
-      const auto* sin = reinterpret_cast<const sockaddr_in*>(&ss);
-      const auto* p = reinterpret_cast<const uint8_t*>(&sin->sin_addr);
-      e.address.assign(p, p + 4);
-      e.port = ntohs(sin->sin_port);
-    } else if (ss.ss_family == AF_INET6) {
-      const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(&ss);
-      const auto* p = reinterpret_cast<const uint8_t*>(&sin6->sin6_addr);
-      e.address.assign(p, p + 16);
-      e.port = ntohs(sin6->sin6_port);
-    }
-    return e;
-  }
 
   int fd_;
   Endpoint local_;
